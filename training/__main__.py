@@ -1,0 +1,110 @@
+"""``python -m training``: train a model into a resumable run folder, or evaluate any model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides progress
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.train import TrainConfig
+
+    defaults = TrainConfig(data="", run_dir="")
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (or resume) a run; the same command again continues it")
+    t.add_argument("data", help="fer2013.csv, a folder with train/ and test/ class folders, or class folders")
+    t.add_argument("--run-dir", default="runs/emotion", help="run folder (default: %(default)s)")
+    t.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    t.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    t.add_argument(
+        "--widths",
+        default=",".join(map(str, defaults.widths)),
+        help="channels per stage, comma-separated (default: %(default)s)",
+    )
+    t.add_argument("--dense", type=int, default=defaults.dense)
+    t.add_argument(
+        "--class-weight-power",
+        type=float,
+        default=defaults.class_weight_power,
+        help="0 ignores class imbalance, 1 fully inverts it (default: %(default)s)",
+    )
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help="validation share when the data has no test split (default: %(default)s)",
+    )
+    t.add_argument("--seed", type=int, default=defaults.seed)
+
+    e = sub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix of a model on a split")
+    e.add_argument("model", help="a Keras .keras model or a .tflite model with its .json card")
+    e.add_argument("data", help="fer2013.csv or an image folder (as for train)")
+    e.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "test", "private"],
+        help="split to evaluate (default: %(default)s = PublicTest)",
+    )
+    e.add_argument("--out", help="folder for the JSON, table and confusion matrix PNG")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    from training.data import DataError
+
+    try:
+        if args.command == "train":
+            return _train(args, TrainConfig)
+        return _evaluate(args)
+    except (DataError, FileNotFoundError) as exc:
+        logging.getLogger("training").error("%s", exc)
+        return 1
+
+
+def _train(args: argparse.Namespace, config_class) -> int:
+    from training.train import train
+
+    run_dir = Path(args.run_dir)
+    stored = run_dir / "config.json"
+    if stored.exists():
+        # A resumed run keeps the settings it started with; only its length may change.
+        config = config_class.load(stored)
+        config.epochs = args.epochs
+        config.data = args.data
+    else:
+        config = config_class(
+            data=args.data,
+            run_dir=str(run_dir),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            widths=tuple(int(w) for w in args.widths.split(",")),
+            dense=args.dense,
+            class_weight_power=args.class_weight_power,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+        )
+    train(config)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    report = evaluate(args.model, args.data, args.split, Path(args.out) if args.out else None)
+    from training.report import markdown_table
+
+    print(markdown_table(report), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
