@@ -173,6 +173,7 @@ def train(config: TrainConfig) -> dict:
             train_ds,
             validation_data=val_ds,
             initial_epoch=done,
+            shuffle=False,  # tf.data already reshuffles every epoch
             epochs=config.epochs,
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[

@@ -1,0 +1,109 @@
+"""The runtime classifier with the shipped model: shapes, any face input, and the card check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.classifier import DEFAULT_MODEL, EmotionClassifier
+from edge.emotions import EMOTIONS
+from edge.model_card import ModelError
+
+FER = Path(__file__).parent / "fixtures" / "fer"
+
+
+@pytest.fixture(scope="module")
+def classifier() -> EmotionClassifier:
+    return EmotionClassifier.load()
+
+
+def fixture_faces(split: str) -> tuple[list[np.ndarray], np.ndarray]:
+    faces, labels = [], []
+    for label, name in enumerate(EMOTIONS):
+        for file in sorted((FER / split / name).glob("*.jpg")):
+            faces.append(cv2.imread(str(file), cv2.IMREAD_GRAYSCALE))
+            labels.append(label)
+    return faces, np.array(labels)
+
+
+def test_shipped_model_labels_and_probabilities(classifier):
+    assert classifier.labels == EMOTIONS
+    assert classifier.input_size == 48
+    faces, _ = fixture_faces("test")
+    probs = classifier.predict(np.stack(faces))
+    assert probs.shape == (14, 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs >= 0).all()
+
+
+def test_any_size_gray_or_bgr_gives_the_same_answer(classifier):
+    faces, _ = fixture_faces("test")
+    face = faces[6]  # a happy face
+    big_bgr = cv2.cvtColor(cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
+    probs = classifier.predict([face, big_bgr])
+    assert probs[0].argmax() == probs[1].argmax()
+    assert classifier.predict(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+
+
+def test_shipped_model_recognises_real_faces(classifier):
+    """Fixture faces the model never trained on are FER PublicTest images; chance would be 1 in 7."""
+    faces, labels = fixture_faces("test")
+    accuracy = (classifier.predict(faces).argmax(axis=1) == labels).mean()
+    assert accuracy >= 0.5, f"accuracy {accuracy:.2f} on fixture PublicTest faces"
+
+
+def copy_model(tmp_path: Path) -> Path:
+    model = tmp_path / "emotion_int8.tflite"
+    shutil.copy(DEFAULT_MODEL, model)
+    shutil.copy(DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
+    return model
+
+
+def test_card_rejects_a_model_that_is_not_its_own(tmp_path):
+    model = copy_model(tmp_path)
+    content = bytearray(model.read_bytes())
+    content[-1] ^= 0xFF
+    model.write_bytes(bytes(content))
+    with pytest.raises(ModelError, match="does not match its card"):
+        EmotionClassifier.load(model)
+
+
+def test_missing_card_and_missing_model(tmp_path):
+    model = copy_model(tmp_path)
+    model.with_suffix(".json").unlink()
+    with pytest.raises(ModelError, match="model card not found"):
+        EmotionClassifier.load(model)
+    with pytest.raises(ModelError, match=r"nothing\.tflite: model file not found"):
+        EmotionClassifier.load(tmp_path / "nothing.tflite")
+
+
+def test_corrupt_model_with_matching_card(tmp_path):
+    import hashlib
+
+    model = copy_model(tmp_path)
+    garbage = b"\x00" * 1024
+    model.write_bytes(garbage)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["sha256"] = hashlib.sha256(garbage).hexdigest()
+    model.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="not a usable TFLite model"):
+        EmotionClassifier.load(model)
+
+
+def test_classifier_never_imports_tensorflow():
+    code = (
+        "import sys, numpy as np\n"
+        "from edge.classifier import EmotionClassifier\n"
+        "c = EmotionClassifier.load()\n"
+        "c.predict(np.zeros((1, 48, 48), np.uint8))\n"
+        "print(c.backend, 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [out[0], "False"] and out[0] != "tensorflow"

@@ -1,0 +1,119 @@
+"""FER-2013 loaders: both download forms, users' own photos, and bad input named in one line."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.emotions import EMOTIONS
+from training.data import DataError, load_dataset, load_split
+
+FER = Path(__file__).parent / "fixtures" / "fer"
+
+
+def write_fer_csv(path: Path, rows: list[tuple[str, str, str]], header=("emotion", "pixels", "Usage")) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def fixture_rows() -> list[tuple[str, str, str]]:
+    """The committed fixture faces as fer2013.csv rows: the same pixels in the CSV form."""
+    rows = []
+    for split, usage in (("train", "Training"), ("test", "PublicTest")):
+        for label, name in enumerate(EMOTIONS):
+            for file in sorted((FER / split / name).glob("*.jpg")):
+                pixels = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+                rows.append((str(label), " ".join(map(str, pixels.ravel())), usage))
+    return rows
+
+
+def test_image_folder_layout_loads_train_and_test():
+    data = load_dataset(FER)
+    assert len(data.train) == 28 and len(data.val) == 14
+    assert data.train.images.shape == (28, 48, 48) and data.train.images.dtype == np.uint8
+    assert data.train.class_counts() == [4] * 7
+    assert data.val.class_counts() == [2] * 7
+
+
+def test_csv_gives_the_same_faces_as_the_folders(tmp_path):
+    csv_data = load_dataset(write_fer_csv(tmp_path / "fer2013.csv", fixture_rows()))
+    folder_data = load_dataset(FER)
+    for csv_split, folder_split in ((csv_data.train, folder_data.train), (csv_data.val, folder_data.val)):
+        # folders are read alphabetically, CSV rows in label order: compare in label order
+        by_label = np.argsort(folder_split.labels, kind="stable")
+        np.testing.assert_array_equal(csv_split.labels, folder_split.labels[by_label])
+        np.testing.assert_array_equal(csv_split.images, folder_split.images[by_label])
+
+
+def test_csv_private_split_and_missing_split(tmp_path):
+    rows = [
+        (label, pixels, "PrivateTest" if usage == "PublicTest" else usage) for label, pixels, usage in fixture_rows()
+    ]
+    path = write_fer_csv(tmp_path / "fer2013.csv", rows)
+    assert len(load_split(path, "private")) == 14
+    with pytest.raises(DataError, match="no rows with Usage 'PublicTest'"):
+        load_split(path, "test")
+
+
+def test_csv_without_usage_gets_a_stratified_validation_split(tmp_path):
+    rows = [(label, pixels) for label, pixels, _ in fixture_rows()]
+    data = load_dataset(write_fer_csv(tmp_path / "mine.csv", rows, header=("emotion", "pixels")), val_fraction=0.2)
+    assert len(data.train) + len(data.val) == 42
+    assert all(count >= 1 for count in data.val.class_counts())
+
+
+def test_own_photos_any_size_and_colour_without_test_folder(tmp_path):
+    for name in EMOTIONS:
+        folder = tmp_path / "photos" / name.upper()  # class folder names are case-insensitive
+        folder.mkdir(parents=True)
+        for i, file in enumerate(sorted((FER / "train" / name).glob("*.jpg"))):
+            gray = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            colour = cv2.resize(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), (120 + 10 * i, 150))
+            cv2.imwrite(str(folder / f"me_{i}.png"), colour)
+    data = load_dataset(tmp_path / "photos", val_fraction=0.25)
+    assert data.train.images.shape[1:] == (48, 48)
+    assert len(data.train) + len(data.val) == 28
+    assert data.val.class_counts() == [1] * 7
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    shutil.copytree(FER, tmp_path / "fer")
+    broken = tmp_path / "fer" / "train" / "happy" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    data = load_dataset(tmp_path / "fer")
+    assert len(data.train) == 28
+    assert data.train.skipped == [str(broken)]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "nowhere", "nowhere: no such folder"),
+        (lambda root: (root / "train" / "joyful").mkdir(parents=True) or root, "joyful: unknown class folder"),
+        (
+            lambda root: write_fer_csv(root / "bad.csv", [("0", "1 2 3")], header=("label", "pixels")),
+            "bad.csv: missing column(s) emotion",
+        ),
+        (
+            lambda root: write_fer_csv(root / "short.csv", [("3", "0 " * 2300, "Training")]),
+            "short.csv:2: pixels has 2300 values, expected 2304",
+        ),
+        (
+            lambda root: write_fer_csv(root / "label.csv", [("9", "0 " * 2304, "Training")]),
+            "label.csv:2: emotion 9 is outside 0..6",
+        ),
+    ],
+    ids=["missing-folder", "unknown-class", "wrong-columns", "short-pixel-row", "bad-label"],
+)
+def test_bad_input_names_the_file(tmp_path, make, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(make(tmp_path))

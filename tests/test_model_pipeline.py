@@ -1,0 +1,96 @@
+"""A tiny train -> resume -> convert -> predict round trip on the committed fixture faces."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.__main__ import main as convert_main
+from convert.quantize import ConversionError, ConvertConfig, convert
+from edge.classifier import EmotionClassifier
+from edge.emotions import EMOTIONS
+from training.__main__ import main as training_main
+
+FER = Path(__file__).parent / "fixtures" / "fer"
+TINY = ["--epochs", "2", "--widths", "8,16", "--dense", "16", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    assert training_main(["train", str(FER), "--run-dir", str(run), *TINY]) == 0
+    return run
+
+
+def history_rows(run: Path) -> list[dict]:
+    with (run / "history.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_a_complete_run_folder(run_dir):
+    for name in (
+        "config.json",
+        "history.csv",
+        "curves.png",
+        "validation_confusion.png",
+        "validation_per_class.md",
+        "validation_per_class.csv",
+        "report.json",
+        "model_float.keras",
+    ):
+        assert (run_dir / name).stat().st_size > 0, name
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["labels"] == list(EMOTIONS)
+    assert report["train"]["faces"] == 28 and report["validation"]["faces"] == 14
+    assert report["epochs"] == 2 and report["seconds_per_epoch"] > 0
+    assert set(report["evaluation"]["per_class"]) == set(EMOTIONS)
+    assert [float(r["seconds"]) > 0 for r in history_rows(run_dir)] == [True, True]
+
+
+def test_same_command_resumes_where_it_stopped(run_dir):
+    before = history_rows(run_dir)
+    assert training_main(["train", str(FER), "--run-dir", str(run_dir), "--epochs", "3"]) == 0
+    after = history_rows(run_dir)
+    assert [r["epoch"] for r in after] == ["0", "1", "2"]
+    assert after[:2] == before  # finished epochs are not trained again
+
+
+def test_convert_writes_a_verified_int8_model_and_card(run_dir, tmp_path):
+    out = tmp_path / "models" / "emotion_int8.tflite"
+    # the 3-epoch toy model is near chance, so int8 may differ from float by more than the real gate
+    assert convert_main([str(run_dir), str(FER), "--out", str(out), "--max-drop", "100", "--calibration", "20"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["labels"] == list(EMOTIONS)
+    assert card["input"]["dtype"] == "int8" and card["output"]["dtype"] == "int8"
+    assert card["input"]["shape"] == [1, 48, 48, 1]
+    assert card["accuracy"]["faces"] == 14 and 0 <= card["accuracy"]["int8"] <= 1
+    assert card["training"]["epochs"] == 3 and card["calibration"]["faces"] == 21
+    assert (out.parent / "report" / "int8_confusion.png").stat().st_size > 0
+
+    classifier = EmotionClassifier.load(out)
+    probs = classifier.predict(np.full((3, 64, 64), 128, np.uint8))
+    assert probs.shape == (3, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    assert training_main(["evaluate", str(out), str(FER), "--out", str(tmp_path / "eval")]) == 0
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert evaluation["samples"] == 14
+    assert evaluation["accuracy"] == card["accuracy"]["int8"]  # the runtime path is what was measured
+
+
+def test_convert_refuses_to_write_when_int8_loses_too_much(run_dir, tmp_path):
+    out = tmp_path / "emotion_int8.tflite"
+    with pytest.raises(ConversionError, match="nothing written"):
+        # a negative allowance cannot be met: the gate must stop the write
+        convert(ConvertConfig(model=str(run_dir), data=str(FER), out=str(out), calibration=20, max_drop=-100))
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path, capsys):
+    assert training_main(["train", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r")]) == 1
+    assert convert_main([str(tmp_path / "norun"), str(FER)]) == 1
+    assert training_main(["evaluate", str(tmp_path / "none.tflite"), str(FER)]) == 1
