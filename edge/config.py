@@ -1,0 +1,349 @@
+"""Every setting of the edge service, read from one TOML file and checked before anything starts.
+
+Precedence, lowest first: built-in defaults, the TOML file, ``EMOTION_EDGE_<SECTION>_<KEY>``
+environment variables (so a systemd drop-in or a container can change one value without editing the
+file), command-line flags. A bad value stops the start with one line naming the file or variable and
+the key, because a service that silently ignores a typo in ``[mqtt]`` publishes nowhere for weeks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import secrets
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.litert import BACKENDS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.9/3.10 Pis only
+    import tomli as tomllib
+
+ENV_PREFIX = "EMOTION_EDGE_"
+CONFIG_ENV = "EMOTION_EDGE_CONFIG"
+SYSTEM_CONFIG = Path("/etc/emotion-edge/config.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# MQTT topic levels: no wildcards, no separators, nothing a broker or Home Assistant would reject.
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TOPIC_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; str() is the single line shown to the user."""
+
+
+def setting(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    pattern: re.Pattern[str] | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field whose metadata says what values are valid, so one checker serves every key."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "doc": doc}
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SourceConfig:
+    spec: str = setting(
+        "auto", doc="auto, picamera2, a webcam index or /dev/videoN, a file, a folder, rtsp:// or http://"
+    )
+    width: int = setting(640, lo=16, hi=7680, doc="capture width in pixels")
+    height: int = setting(480, lo=16, hi=4320, doc="capture height in pixels")
+    fps: float = setting(0.0, lo=0, hi=240, doc="capture rate; 0 = the source's own rate")
+    loop: bool = setting(False, doc="restart a video file or folder at its end instead of stopping")
+
+
+@dataclass
+class DetectorConfig:
+    type: str = setting("haar", choices=("haar",), doc="face detector backend")
+    cascade: str = setting("", doc="Haar cascade XML; empty = OpenCV's frontal-face cascade")
+    scale_factor: float = setting(1.1, lo=1.01, hi=2.0, doc="image pyramid step of the cascade")
+    min_neighbors: int = setting(5, lo=0, hi=50, doc="overlapping hits needed to accept a face")
+    min_size: int = setting(40, lo=8, hi=4096, doc="smallest face in full-resolution pixels")
+    detect_width: int = setting(320, lo=64, hi=7680, doc="frames are downscaled to this width for detection")
+
+
+@dataclass
+class ClassifierConfig:
+    model: str = setting("", doc="TFLite model with its .json card beside it; empty = the shipped model")
+    backend: str = setting("auto", choices=("auto", *BACKENDS), doc="TFLite interpreter")
+    num_threads: int = setting(1, lo=1, hi=64, doc="interpreter threads")
+
+
+@dataclass
+class TrackerConfig:
+    smoothing: float = setting(0.6, lo=0, hi=0.99, doc="weight of the past in each track's running probabilities")
+    hysteresis: float = setting(0.1, lo=0, hi=1, doc="margin a new emotion needs over the current one")
+    max_missing: float = setting(1.0, lo=0, hi=3600, doc="seconds a face may vanish before its track ends")
+    iou_threshold: float = setting(0.3, lo=0.01, hi=1, doc="box overlap that links a face to a track")
+
+
+@dataclass
+class MqttConfig:
+    host: str = setting("localhost", doc="broker host name or address")
+    port: int = setting(1883, lo=1, hi=65535, doc="broker port (8883 is usual for TLS)")
+    client_id: str = setting("", doc="MQTT client id; empty = emotion-edge-<device_id>-<random>")
+    username: str = setting("", doc="broker user; empty = anonymous")
+    password: str = setting("", doc="broker password")
+    tls: bool = setting(False, doc="use TLS (implied by tls_ca/tls_cert); empty tls_ca = the system CAs")
+    tls_ca: str = setting("", doc="CA certificate file that signed the broker's certificate")
+    tls_cert: str = setting("", doc="client certificate file (for brokers that require one)")
+    tls_key: str = setting("", doc="client private key file")
+    keepalive: int = setting(60, lo=5, hi=3600, doc="seconds between pings; the will fires after 1.5x this")
+    qos: int = setting(1, lo=0, hi=2, doc="QoS of everything published")
+    topic_prefix: str = setting("emotion-edge", pattern=_TOPIC_PATH, doc="first topic level(s)")
+    device_id: str = setting("", pattern=_TOPIC_LEVEL, doc="topic level naming this device; empty = hostname")
+    queue_size: int = setting(1000, lo=1, hi=1_000_000, doc="events kept while the broker is away")
+    heartbeat: float = setting(60.0, lo=1, hi=86400, doc="seconds between state re-sends when nothing changes")
+    stats_interval: float = setting(30.0, lo=1, hi=86400, doc="seconds between stats messages")
+
+
+@dataclass
+class HomeAssistantConfig:
+    enabled: bool = setting(True, doc="publish Home Assistant MQTT discovery")
+    discovery_prefix: str = setting("homeassistant", pattern=_TOPIC_PATH, doc="Home Assistant's discovery prefix")
+
+
+@dataclass
+class LoggingConfig:
+    level: str = setting("info", choices=LOG_LEVELS, doc="log level")
+
+
+SECTIONS: dict[str, type] = {
+    "source": SourceConfig,
+    "detector": DetectorConfig,
+    "classifier": ClassifierConfig,
+    "tracker": TrackerConfig,
+    "mqtt": MqttConfig,
+    "homeassistant": HomeAssistantConfig,
+    "logging": LoggingConfig,
+}
+
+
+@dataclass
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    path: Path | None = None  # the file read, None when running on defaults
+    origins: dict[str, str] = field(default_factory=dict)  # "mqtt.port" -> where its value came from
+
+
+def default_device_id() -> str:
+    """The short hostname made topic-safe: what a Pi user sees in their router and in Home Assistant."""
+    host = socket.gethostname().split(".")[0]
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", host).strip("-.") or "emotion-edge"
+    return cleaned if _TOPIC_LEVEL.match(cleaned) else f"pi-{cleaned}"
+
+
+def resolve_path(path: str | Path | None) -> Path | None:
+    """The file to read: the one given, else $EMOTION_EDGE_CONFIG, else /etc/emotion-edge/config.toml if present."""
+    if path is not None:
+        return Path(path)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the checked Config from file, environment and flags (``overrides``: "mqtt.port" -> value).
+
+    Raises ConfigError with one line naming the source and key of the first bad setting.
+    """
+    config = Config(path=resolve_path(path))
+    if config.path is not None:
+        _apply(config, _read_toml(config.path), config.path.name, parse=False)
+    environ = os.environ if env is None else env
+    _apply_env(config, environ)
+    if overrides:
+        _apply(config, _nest(overrides), "command line", parse=False)
+    _finish(config)
+    return config
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name}: not valid TOML: {exc}") from None
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in flat.items():
+        section, key = dotted.split(".", 1)
+        nested.setdefault(section, {})[key] = value
+    return nested
+
+
+def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
+    """EMOTION_EDGE_<SECTION>_<KEY>; a variable naming a known section but no key of it is an error
+    (a typo), others with the prefix (EMOTION_EDGE_MODEL, EMOTION_EDGE_CONFIG) belong to other code."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            continue
+        key = rest[len(section) + 1 :]
+        _apply(config, {section: {key: environ[name]}}, name, parse=True)
+
+
+def _apply(config: Config, data: Mapping[str, Any], where: str, *, parse: bool) -> None:
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: {section}: unknown section{_suggest(section, SECTIONS)}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: {section}: expected a [{section}] table, got {_show(table)}")
+        target = getattr(config, section)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        for key, raw in table.items():
+            name = f"{section}.{key}"
+            if key not in fields:
+                raise ConfigError(f"{where}: {name}: unknown key{_suggest(key, fields)}")
+            try:
+                value = _check(fields[key], _parse(raw, type(fields[key].default)) if parse else raw)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {name}: {exc}") from None
+            setattr(target, key, value)
+            config.origins[name] = where
+
+
+def _suggest(word: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else f" (known: {', '.join(known)})"
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse(text: str, kind: type) -> Any:
+    """Environment values are strings; turn them into the key's type, leaving bad ones for _check to name."""
+    text = text.strip()
+    try:
+        if kind is bool and text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        pass
+    return text
+
+
+def _check(spec: dataclasses.Field, value: Any) -> Any:
+    """Return the value in the key's type or raise ValueError("expected …, got …")."""
+    kind = type(spec.default)
+    lo, hi, choices, pattern = (spec.metadata[k] for k in ("lo", "hi", "choices", "pattern"))
+    span = f" {_num(lo)}..{_num(hi)}" if lo is not None else ""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {_show(value)}")
+        return value
+    if kind in (int, float):
+        ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+        noun = "an integer" if kind is int else "a number"
+        if isinstance(value, bool) or not ok_type or (lo is not None and not lo <= value <= hi):
+            raise ValueError(f"expected {noun}{span}, got {_show(value)}")
+        return kind(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_show(value)}")
+    if choices is not None and value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {_show(value)}")
+    if pattern is not None and value and not pattern.match(value):
+        raise ValueError(f"expected letters, digits, '_', '-' or '.' (no '+', '#' or spaces), got {_show(value)}")
+    return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _finish(config: Config) -> None:
+    """Fill the derived defaults and check what one key alone cannot: files that must exist, pairs."""
+    mqtt = config.mqtt
+    if not mqtt.host:
+        raise ConfigError(f"{_where(config, 'mqtt.host')}: mqtt.host: expected a host name, got ''")
+    mqtt.device_id = mqtt.device_id or default_device_id()
+    # Two clients with one id knock each other off the broker in a loop; a random suffix prevents it.
+    mqtt.client_id = mqtt.client_id or f"emotion-edge-{mqtt.device_id}-{secrets.token_hex(3)}"
+    if mqtt.tls_key and not mqtt.tls_cert:
+        raise ConfigError(f"{_where(config, 'mqtt.tls_key')}: mqtt.tls_key: set mqtt.tls_cert too")
+    if mqtt.password and not mqtt.username:
+        raise ConfigError(f"{_where(config, 'mqtt.password')}: mqtt.password: set mqtt.username too")
+    mqtt.tls = mqtt.tls or bool(mqtt.tls_ca or mqtt.tls_cert)
+    for name in ("mqtt.tls_ca", "mqtt.tls_cert", "mqtt.tls_key", "classifier.model", "detector.cascade"):
+        section, key = name.split(".")
+        value = getattr(getattr(config, section), key)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{_where(config, name)}: {name}: file not found: {value}")
+
+
+def _where(config: Config, name: str) -> str:
+    return config.origins.get(name, "defaults")
+
+
+def describe() -> list[tuple[str, Any, str, str]]:
+    """(key, default, environment variable, meaning) for every setting: the README table and --help."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            env = f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}"
+            rows.append((f"{section}.{f.name}", f.default, env, f.metadata["doc"]))
+    return rows
+
+
+def to_toml(config: Config) -> str:
+    """The effective settings as TOML (password masked), for ``check-config --show``."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), f.name)
+            if f.name == "password" and value:
+                value = "********"
+            lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,154 @@
+"""The MQTT contract: topic names and the JSON bodies subscribers receive.
+
+This is the product's public API (Home Assistant, Node-RED and scripts parse it), so every body
+carries ``"schema": SCHEMA`` and fields are only ever added under the same number; renaming or
+removing one means a new number. Only numbers and labels leave the device, never pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+SCHEMA = 1
+ONLINE = "online"
+OFFLINE = "offline"
+NO_FACE = "none"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """``<topic_prefix>/<device_id>/…``: one base per device so many Pis share a broker."""
+
+    base: str
+    availability: str
+    state: str
+    events: str
+    stats: str
+
+    @classmethod
+    def of(cls, topic_prefix: str, device_id: str) -> Topics:
+        base = f"{topic_prefix}/{device_id}"
+        return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats")))
+
+
+class TrackLike(Protocol):
+    """What edge.tracker's Track and TrackEvent share and the payloads read."""
+
+    emotion: str
+    confidence: float
+    scores: dict[str, float]
+
+
+def iso_utc(wall: float) -> str:
+    """ISO 8601 in UTC with milliseconds and a Z, which every JSON consumer parses."""
+    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def _prob(p: float) -> float:
+    return round(float(p), 4)
+
+
+def _scores(scores: Mapping[str, float], labels: Sequence[str]) -> dict[str, float]:
+    """All labels in the canonical order, so a subscriber can rely on every key being present."""
+    return {label: _prob(scores.get(label, 0.0)) for label in labels}
+
+
+def event(event: Any, *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
+    """One track event (start/change/end); ``duration`` is seconds the face has been seen so far."""
+    return {
+        "schema": SCHEMA,
+        "type": event.kind,
+        "ts": iso_utc(wall),
+        "device": device,
+        "track": int(event.track),
+        "emotion": event.emotion,
+        "confidence": _prob(event.confidence),
+        "scores": _scores(event.scores, labels),
+        "box": [int(v) for v in event.box],
+        "duration": round(max(0.0, float(event.ts - event.started)), 3),
+    }
+
+
+def summarize(tracks: Sequence[TrackLike], labels: Sequence[str]) -> tuple[str, float, dict[str, float]]:
+    """(dominant emotion, its confidence, mean scores) over the faces in view.
+
+    The dominant emotion is the one most faces show (ties: the larger summed confidence), taken from
+    the tracks' smoothed, hysteresis-held labels so the summary does not flicker more than they do.
+    """
+    if not tracks:
+        return NO_FACE, 0.0, dict.fromkeys(labels, 0.0)
+    votes: dict[str, tuple[int, float]] = {}
+    for t in tracks:
+        count, total = votes.get(t.emotion, (0, 0.0))
+        votes[t.emotion] = (count + 1, total + float(t.confidence))
+    emotion, (count, total) = max(votes.items(), key=lambda kv: kv[1])
+    mean = {label: sum(float(t.scores.get(label, 0.0)) for t in tracks) / len(tracks) for label in labels}
+    return emotion, total / count, mean
+
+
+def state(tracks: Sequence[TrackLike], *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
+    """The retained summary a subscriber (or Home Assistant) reads first."""
+    emotion, confidence, scores = summarize(tracks, labels)
+    return {
+        "schema": SCHEMA,
+        "ts": iso_utc(wall),
+        "device": device,
+        "faces": len(tracks),
+        "emotion": emotion,
+        "confidence": _prob(confidence),
+        "scores": _scores(scores, labels),
+    }
+
+
+def state_key(body: Mapping[str, Any]) -> tuple[int, str]:
+    """What counts as a change of state: a new number of faces or a new dominant emotion.
+
+    Scores move every frame; re-sending a retained message for each would flood the broker.
+    """
+    return body["faces"], body["emotion"]
+
+
+@dataclass
+class Stats:
+    """One stats period's figures, gathered by the service."""
+
+    fps: float
+    stages_ms: dict[str, float]
+    frames: int
+    frames_dropped: int
+    faces: int
+    queue_depth: int
+    events_dropped: int
+    cpu_temperature: float | None
+    uptime: float
+    model_sha256: str
+    backend: str
+    version: str
+
+
+def stats(s: Stats, *, device: str, wall: float) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "ts": iso_utc(wall),
+        "device": device,
+        "version": s.version,
+        "uptime": round(s.uptime, 1),
+        "fps": round(s.fps, 2),
+        "stages_ms": {name: round(ms, 2) for name, ms in s.stages_ms.items()},
+        "frames": s.frames,
+        "frames_dropped": s.frames_dropped,
+        "faces": s.faces,
+        "queue_depth": s.queue_depth,
+        "events_dropped": s.events_dropped,
+        "cpu_temperature": None if s.cpu_temperature is None else round(s.cpu_temperature, 1),
+        "model_sha256": s.model_sha256,
+        "backend": s.backend,
+    }

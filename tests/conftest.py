@@ -1,0 +1,174 @@
+"""Shared fixtures: a real mosquitto broker on a free port and a paho subscriber that records messages.
+
+The broker is Debian's /usr/sbin/mosquitto (or the one on PATH), started per test with a throwaway
+config so retained messages never leak from one test into another. Tests that need it are skipped,
+saying why, where mosquitto is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MOSQUITTO = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate``; fail naming ``what`` if it is still false after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Broker:
+    """One mosquitto process listening on 127.0.0.1:port."""
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.conf = tmp / f"mosquitto-{self.port}.conf"
+        self.log = tmp / f"mosquitto-{self.port}.log"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Broker:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 10, "mosquitto to listen")
+        if self.process.poll() is not None:
+            pytest.fail(f"mosquitto exited at start: {self.log.read_text()}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Make brokers (not started) on a given or free port; all are stopped at teardown."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
+    made: list[Broker] = []
+
+    def make(port: int | None = None) -> Broker:
+        made.append(Broker(tmp_path, port))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[..., Broker]) -> Broker:
+    """A running broker of this test's own."""
+    return broker_factory().start()
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
+
+
+class Subscriber:
+    """A paho client recording everything on its topic filters, for asserting what a user would receive."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._topics = topics
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{secrets.token_hex(4)}")
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            pytest.fail(f"subscriber could not subscribe to {topics} on port {port}")
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
+
+    def on(self, topic: str) -> list[Received]:
+        with self._lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(self, topic: str, predicate: Callable[[Received], bool] = lambda m: True, timeout: float = 15):
+        """The first message on ``topic`` that satisfies ``predicate``, waiting up to ``timeout`` seconds."""
+        wait_until(lambda: any(predicate(m) for m in self.on(topic)), timeout, f"a matching message on {topic}")
+        return next(m for m in self.on(topic) if predicate(m))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscribe() -> Iterator[Callable[..., Subscriber]]:
+    """``subscribe(port, [topic filters])`` -> a connected Subscriber, closed at teardown."""
+    made: list[Subscriber] = []
+
+    def make(port: int, topics: list[str]) -> Subscriber:
+        made.append(Subscriber(port, topics))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def edge_command(*args: str) -> list[str]:
+    """``python -m edge ...`` with this interpreter, so tests need no installed console script."""
+    return [sys.executable, "-m", "edge", *args]
+
+
+@pytest.fixture
+def edge_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for service subprocesses: the repo importable, no stray config or systemd socket."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTION_EDGE_") and k != "NOTIFY_SOCKET"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    env["EMOTION_EDGE_CONFIG"] = str(empty)  # never the machine's /etc/emotion-edge/config.toml
+    return env

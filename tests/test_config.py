@@ -1,0 +1,116 @@
+"""Config: defaults that work, precedence file < environment < flags, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from edge import config as cfg
+from edge.config import ConfigError, load, tomllib
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_work_without_a_file(tmp_path: Path) -> None:
+    c = load(write(tmp_path, ""), env={})
+    assert c.mqtt.host == "localhost" and c.mqtt.port == 1883 and c.mqtt.qos == 1
+    assert c.mqtt.topic_prefix == "emotion-edge"
+    assert c.mqtt.device_id == cfg.default_device_id()
+    assert re.fullmatch(rf"emotion-edge-{re.escape(c.mqtt.device_id)}-[0-9a-f]{{6}}", c.mqtt.client_id)
+    assert c.homeassistant.discovery_prefix == "homeassistant"
+    assert c.source.spec == "auto" and c.detector.type == "haar" and c.classifier.backend == "auto"
+
+
+def test_client_ids_differ_between_starts(tmp_path: Path) -> None:
+    # Two processes with one client id kick each other off the broker in a loop.
+    path = write(tmp_path, "")
+    assert load(path, env={}).mqtt.client_id != load(path, env={}).mqtt.client_id
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, '[mqtt]\nhost = "file-host"\nport = 1884\nqos = 0\n[source]\nloop = false\n')
+    env = {"EMOTION_EDGE_MQTT_PORT": "1885", "EMOTION_EDGE_SOURCE_LOOP": "yes", "EMOTION_EDGE_MQTT_QOS": "2"}
+    c = load(path, env=env, overrides={"mqtt.qos": 1})
+    assert c.mqtt.host == "file-host"  # file only
+    assert c.mqtt.port == 1885  # environment beats file
+    assert c.source.loop is True  # environment strings become booleans
+    assert c.mqtt.qos == 1  # flags beat environment
+    assert c.origins["mqtt.host"] == "config.toml" and c.origins["mqtt.port"] == "EMOTION_EDGE_MQTT_PORT"
+
+
+def test_other_emotion_edge_variables_are_left_alone(tmp_path: Path) -> None:
+    # EMOTION_EDGE_MODEL belongs to the classifier and EMOTION_EDGE_CONFIG to this module's file lookup.
+    load(write(tmp_path, ""), env={"EMOTION_EDGE_MODEL": "/x.tflite", "EMOTION_EDGE_CONFIG": "/y.toml"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[mqtt]\nport = "abc"\n', "config.toml: mqtt.port: expected an integer 1..65535, got 'abc'"),
+        ("[mqtt]\nport = 70000\n", "config.toml: mqtt.port: expected an integer 1..65535, got 70000"),
+        ("[mqtt]\nport = true\n", "config.toml: mqtt.port: expected an integer 1..65535, got true"),
+        ("[mqtt]\nhots = 'x'\n", "config.toml: mqtt.hots: unknown key; did you mean host?"),
+        ("[mqt]\nhost = 'x'\n", "config.toml: mqt: unknown section; did you mean mqtt?"),
+        ("[detector]\ntype = 'dnn'\n", "config.toml: detector.type: expected one of haar, got 'dnn'"),
+        ("[logging]\nlevel = 'loud'\n", "config.toml: logging.level: expected one of debug, info, warning, error"),
+        ("[tracker]\nsmoothing = 1.5\n", "config.toml: tracker.smoothing: expected a number 0..0.99, got 1.5"),
+        ("[source]\nloop = 'yes'\n", "config.toml: source.loop: expected true or false, got 'yes'"),
+        ("[mqtt]\ndevice_id = 'kitchen/pi'\n", "config.toml: mqtt.device_id: expected letters, digits"),
+        ("[mqtt]\ntopic_prefix = 'home/#'\n", "config.toml: mqtt.topic_prefix: expected letters, digits"),
+        ("[mqtt]\ntls_ca = '/nonexistent/ca.pem'\n", "config.toml: mqtt.tls_ca: file not found: /nonexistent/ca.pem"),
+        ("[classifier]\nmodel = '/nonexistent.tflite'\n", "config.toml: classifier.model: file not found"),
+        ("[mqtt]\npassword = 'secret'\n", "config.toml: mqtt.password: set mqtt.username too"),
+        ("mqtt = 3\n", "config.toml: mqtt: expected a [mqtt] table, got 3"),
+        ("[mqtt\n", "config.toml: not valid TOML"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, text), env={})
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    port_message = r"^EMOTION_EDGE_MQTT_PORT: mqtt\.port: expected an integer 1\.\.65535, got 'x'$"
+    with pytest.raises(ConfigError, match=port_message):
+        load(write(tmp_path, ""), env={"EMOTION_EDGE_MQTT_PORT": "x"})
+    with pytest.raises(ConfigError, match=r"^EMOTION_EDGE_MQTT_HOTS: mqtt\.hots: unknown key; did you mean host\?$"):
+        load(write(tmp_path, ""), env={"EMOTION_EDGE_MQTT_HOTS": "x"})
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"absent\.toml: config file not found"):
+        load(tmp_path / "absent.toml", env={})
+
+
+def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[mqtt]\nport = 2883\n")
+    monkeypatch.setenv(cfg.CONFIG_ENV, str(path))
+    assert cfg.resolve_path(None) == path
+    assert load(None, env={}).mqtt.port == 2883
+
+
+def test_example_config_lists_every_key_with_its_default(tmp_path: Path) -> None:
+    """config.example.toml is what setup.sh installs: it must load and show every key at its default."""
+    data = tomllib.loads(EXAMPLE.read_text())
+    listed = {f"{section}.{key}": value for section, table in data.items() for key, value in table.items()}
+    assert listed == {key: default for key, default, _env, _doc in cfg.describe()}
+    load(EXAMPLE, env={})
+
+
+def test_show_round_trips_through_toml(tmp_path: Path) -> None:
+    c = load(write(tmp_path, "[mqtt]\nusername = 'u'\npassword = 'p\"q'\nport = 1999\n"), env={})
+    shown = cfg.to_toml(c)
+    assert 'p"q' not in shown and 'password = "********"' in shown
+    reloaded = load(write(tmp_path, shown.replace("********", "x")), env={})
+    assert reloaded.mqtt.port == 1999 and reloaded.mqtt.client_id == c.mqtt.client_id

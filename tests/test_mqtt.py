@@ -1,0 +1,139 @@
+"""The MQTT publisher and Home Assistant discovery against a real mosquitto on a free port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Broker, Subscriber, free_port, wait_until
+
+from edge import discovery
+from edge.config import Config, load
+from edge.mqtt import MqttPublisher
+from edge.payloads import Topics
+
+
+def make_config(tmp_path: Path, port: int, **mqtt: object) -> Config:
+    overrides = {"mqtt.port": port, "mqtt.device_id": "testpi", "mqtt.host": "127.0.0.1"}
+    overrides.update({f"mqtt.{k}": v for k, v in mqtt.items()})
+    empty = tmp_path / "config.toml"
+    empty.write_text("")
+    return load(empty, env={}, overrides=overrides)
+
+
+@pytest.fixture
+def publishers() -> Iterator[Callable[[Config], MqttPublisher]]:
+    made: list[MqttPublisher] = []
+
+    def make(config: Config) -> MqttPublisher:
+        topics = Topics.of(config.mqtt.topic_prefix, config.mqtt.device_id)
+        made.append(MqttPublisher(config.mqtt, topics.availability))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.stop(timeout=1)
+
+
+TOPICS = Topics.of("emotion-edge", "testpi")
+
+
+def test_availability_is_retained_online_then_offline_on_stop(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], publishers
+) -> None:
+    pub = publishers(make_config(tmp_path, broker.port))
+    early = subscribe(broker.port, [TOPICS.availability])
+    pub.start()
+    early.wait_for(TOPICS.availability, lambda m: m.text == "online")
+    # Subscribing after the fact: the retained value arrives with the retain flag, as Home Assistant sees it.
+    late = subscribe(broker.port, [TOPICS.availability])
+    first = late.wait_for(TOPICS.availability)
+    assert (first.text, first.retain) == ("online", True)
+    pub.stop()
+    early.wait_for(TOPICS.availability, lambda m: m.text == "offline")
+    after = subscribe(broker.port, [TOPICS.availability])
+    m = after.wait_for(TOPICS.availability)
+    assert (m.text, m.retain) == ("offline", True)
+
+
+def test_broker_down_at_start_then_up_delivers_queued_events_in_order(
+    tmp_path: Path, broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber], publishers
+) -> None:
+    port = free_port()
+    pub = publishers(make_config(tmp_path, port, queue_size=5))
+    pub.start()  # nothing listens on the port yet: start must not block or fail
+    for i in range(8):
+        pub.publish(TOPICS.events, json.dumps({"n": i}))
+    pub.publish(TOPICS.state, "old", retain=True)
+    pub.publish(TOPICS.state, "new", retain=True)
+    assert not pub.connected
+    assert pub.events_dropped == 3, "the bound of 5 keeps the newest 5 of 8 events"
+    assert pub.queue_depth == 6, "5 events + the latest value of one retained topic"
+
+    broker = broker_factory(port)
+    broker.start()
+    # The subscriber connects before the publisher's next retry (backoff starts at 1 s); a bounded wait
+    # on both sides keeps this free of timing assumptions.
+    sub = subscribe(port, [f"{TOPICS.base}/#"])
+    wait_until(lambda: len(sub.on(TOPICS.events)) == 5, 40, "the 5 queued events after the broker came up")
+    assert [json.loads(m.payload)["n"] for m in sub.on(TOPICS.events)] == [3, 4, 5, 6, 7]
+    assert all(not m.retain for m in sub.on(TOPICS.events))
+    state = sub.wait_for(TOPICS.state)
+    assert state.text == "new" and [m.text for m in sub.on(TOPICS.state)] == ["new"]
+    assert pub.queue_depth == 0
+
+
+def test_subscriptions_deliver_and_survive_a_broker_restart(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], publishers
+) -> None:
+    pub = publishers(make_config(tmp_path, broker.port))
+    got: list[tuple[str, bytes]] = []
+    pub.subscribe("testing/in", lambda topic, payload: got.append((topic, payload)))
+    pub.start()
+    assert pub.connected_once.wait(10)
+    sender = subscribe(broker.port, ["unused"])
+    sender.client.publish("testing/in", "one", qos=1)
+    wait_until(lambda: got == [("testing/in", b"one")], 10, "the subscribed message")
+
+    broker.stop()
+    wait_until(lambda: not pub.connected, 10, "the publisher to notice the broker stopped")
+    broker.start()
+    wait_until(lambda: pub.connected, 40, "the publisher to reconnect")
+    wait_until(lambda: sender.client.is_connected(), 40, "the test client to reconnect")
+    sender.client.publish("testing/in", "two", qos=1)
+    wait_until(lambda: ("testing/in", b"two") in got, 10, "the message after the restart")
+
+
+def test_discovery_describes_sensors_and_is_resent_on_home_assistant_birth(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], publishers
+) -> None:
+    config = make_config(tmp_path, broker.port)
+    pub = publishers(config)
+    discovery.Discovery(config, pub).attach()
+    pub.start()
+    sub = subscribe(broker.port, ["homeassistant/sensor/#"])
+    node = "emotion_edge_testpi"
+    topics = {f"homeassistant/sensor/{node}/{name}/config" for name in ("emotion", "faces", "confidence", "fps")}
+    wait_until(lambda: topics <= {m.topic for m in sub.messages}, 10, f"discovery on {sorted(topics)}")
+    late = subscribe(broker.port, ["homeassistant/sensor/#"])
+    wait_until(lambda: topics <= {m.topic for m in late.messages}, 10, "retained discovery for a late subscriber")
+    assert all(m.retain for m in late.messages), "a Home Assistant started later must still find the sensors"
+    for m in sub.messages:
+        body = json.loads(m.payload)
+        assert body["availability_topic"] == TOPICS.availability
+        assert body["device"]["identifiers"] == [node] and body["device"]["name"] == "testpi"
+        assert {"model", "sw_version", "manufacturer"} <= set(body["device"])
+        assert body["unique_id"] == f"{node}_{m.topic.split('/')[3]}"
+        assert body["state_topic"] in (TOPICS.state, TOPICS.stats) and body["value_template"].startswith("{{")
+    emotion = json.loads(next(m for m in sub.messages if m.topic.endswith("/emotion/config")).payload)
+    assert (emotion["state_topic"], emotion["value_template"]) == (TOPICS.state, "{{ value_json.emotion }}")
+    fps = json.loads(next(m for m in sub.messages if m.topic.endswith("/fps/config")).payload)
+    assert (fps["state_topic"], fps["value_template"]) == (TOPICS.stats, "{{ value_json.fps }}")
+
+    before = len(sub.messages)
+    sub.client.publish("homeassistant/status", "offline")  # only "online" asks for a re-send
+    sub.client.publish("homeassistant/status", "online")
+    wait_until(lambda: len(sub.messages) >= before + len(topics), 10, "discovery re-sent after the birth message")
+    assert len(sub.messages) == before + len(topics)
