@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# setup.sh — set up emotion-edge on Raspberry Pi OS Bookworm (64-bit) or Debian 12, in one command.
+#
+#   ./setup.sh [--edge]   the Pi service: code in /opt/emotion-edge (venv at /opt/emotion-edge/venv),
+#                         settings in /etc/emotion-edge/config.toml, the emotion-edge systemd unit enabled
+#                         and started, and mosquitto unless the config names another broker
+#   ./setup.sh --train    a workstation: .venv in this checkout with the runtime, TensorFlow and plotting
+#   ./setup.sh --dev      --train plus the test tools, and a local mosquitto for the demo and the tests
+#
+# Safe to run again (after a `git pull`, say): it changes only what differs, and says what it changed.
+# Run as a normal user it uses sudo for the system parts. Where systemd is not running (a container, CI,
+# a chroot building an image) it installs and enables the unit but does not start it.
+set -euo pipefail
+
+readonly PREFIX=/opt/emotion-edge
+readonly APP=$PREFIX/app
+readonly SERVICE_VENV=$PREFIX/venv
+readonly CONFIG=/etc/emotion-edge/config.toml
+readonly UNIT=/etc/systemd/system/emotion-edge.service
+readonly SERVICE_USER=emotion-edge
+# The files the service runs from; copied to $APP so the service does not depend on (nor can read) a
+# checkout in someone's home directory.
+readonly APP_FILES=(edge models pyproject.toml README.md config.example.toml)
+CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly CHECKOUT
+# Debian's interpreter, not whatever `python3` is first on PATH (a pyenv shim, say): the service user must
+# be able to run it, and python3-venv is what makes its venvs work.
+PYTHON=${PYTHON:-/usr/bin/python3}
+INDEX_URL=${PIP_INDEX_URL:-https://pypi.org/simple/}
+
+mode=edge
+changes=0
+apt_updated=0
+
+log() { printf 'setup: %s\n' "$*"; }
+die() {
+  printf 'setup: error: %s\n' "$*" >&2
+  exit 1
+}
+changed() {
+  changes=$((changes + 1))
+  log "$*"
+}
+
+usage() {
+  sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --edge) mode=edge ;;
+    --train) mode=train ;;
+    --dev) mode=dev ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    *)
+      usage >&2
+      die "unknown option: $1"
+      ;;
+  esac
+  shift
+done
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+else
+  command -v sudo >/dev/null || die "run this as root, or install sudo: it needs root for apt-get and /etc"
+  SUDO=(sudo)
+fi
+as_root() { "${SUDO[@]}" "$@"; }
+
+# --- checks that fail early, before anything is changed -------------------------------------------------
+
+os_field() { sed -n "s/^$1=//p" /etc/os-release | tr -d '"'; }
+
+check_os() {
+  [ "$(uname -s)" = Linux ] || die "unsupported OS $(uname -s): emotion-edge installs on Raspberry Pi OS or Debian 12"
+  [ -r /etc/os-release ] || die "unsupported OS: no /etc/os-release; emotion-edge installs on Raspberry Pi OS or Debian 12"
+  local id like version name
+  id=$(os_field ID)
+  like=$(os_field ID_LIKE)
+  version=$(os_field VERSION_ID)
+  name=$(os_field PRETTY_NAME)
+  name=${name:-$id}
+  case "$id" in
+    debian | raspbian)
+      # testing/sid have no VERSION_ID: they are newer than 12
+      if [ -n "$version" ] && [ "${version%%.*}" -lt 12 ]; then
+        die "unsupported OS $name: needs Debian 12 (bookworm) or newer, or Raspberry Pi OS Bookworm"
+      fi
+      ;;
+    *)
+      case " $like " in
+        *" debian "*) log "warning: $name is not Debian or Raspberry Pi OS; trying anyway" ;;
+        *) die "unsupported OS $name: setup.sh needs apt (Raspberry Pi OS or Debian 12); see README.md to install by hand" ;;
+      esac
+      ;;
+  esac
+  command -v apt-get >/dev/null || die "unsupported OS $name: apt-get not found"
+  case "$(uname -m)" in
+    x86_64 | aarch64) ;;
+    armv7l | armv6l) die "32-bit Arm is not supported (no ai-edge-litert or OpenCV wheels): use Raspberry Pi OS (64-bit)" ;;
+    *) die "unsupported processor $(uname -m): emotion-edge runs on aarch64 (64-bit Pi) and x86_64" ;;
+  esac
+}
+
+is_pi() { grep -qa 'Raspberry Pi' /proc/device-tree/model 2>/dev/null; }
+systemd_running() { [ -d /run/systemd/system ]; }
+
+check_python() {
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
+    die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'): emotion-edge needs Python 3.9 or newer"
+}
+
+check_index() {
+  "$PYTHON" - "$INDEX_URL" <<'EOF' || die "cannot reach the Python package index $INDEX_URL: check the network (or a proxy: https_proxy, PIP_INDEX_URL)"
+import sys
+import urllib.request
+
+urllib.request.urlopen(sys.argv[1].rstrip("/") + "/pip/", timeout=20)
+EOF
+}
+
+# --- Debian packages --------------------------------------------------------------------------------------
+
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+
+apt_install() {
+  local missing=() p
+  for p in "$@"; do installed "$p" || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null ||
+      die "apt-get update failed: check the network connection to the Debian/Raspberry Pi OS mirror"
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+    die "apt-get could not install ${missing[*]} (is the mirror reachable? see the apt-get output above)"
+  changed "installed Debian packages: ${missing[*]}"
+}
+
+has_candidate() { apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; }
+
+# --- Python environment -------------------------------------------------------------------------------------
+
+# venv DIR SYSTEM_SITE(yes|no) [sudo]: (re)create DIR unless it is a working venv of the right kind.
+make_venv() {
+  local dir=$1 system_site=$2 run=()
+  [ "${3:-}" = sudo ] && run=("${SUDO[@]}")
+  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c '' 2>/dev/null &&
+    grep -qx "include-system-site-packages = $( [ "$system_site" = yes ] && echo true || echo false)" "$dir/pyvenv.cfg"; then
+    return 0
+  fi
+  local flags=()
+  [ "$system_site" = yes ] && flags+=(--system-site-packages)
+  "${run[@]}" rm -rf "$dir"
+  "${run[@]}" "$PYTHON" -m venv "${flags[@]}" "$dir" || die "could not create a venv in $dir with $PYTHON (is python3-venv installed?)"
+  echo '*' | "${run[@]}" tee "$dir/.gitignore" >/dev/null # as Python 3.13's venv does: git ignores it whole
+  changed "created venv $dir$( [ "$system_site" = yes ] && echo ' (with system site packages, for picamera2)')"
+}
+
+# What a successful `pip install -e SPEC` into VENV leaves behind, to skip it when nothing changed.
+pip_stamp() { echo "$2 $(sha256sum "$CHECKOUT/pyproject.toml" | cut -d' ' -f1) $("$PYTHON" -V 2>&1)"; }
+pip_needed() {
+  ! [ -x "$1/bin/emotion-edge" ] || [ "$(cat "$1/.setup-stamp" 2>/dev/null)" != "$(pip_stamp "$@")" ]
+}
+
+# pip_install VENV SPEC [sudo]: `pip install -e SPEC` unless the same request already succeeded there.
+pip_install() {
+  local venv=$1 spec=$2 run=()
+  [ "${3:-}" = sudo ] && run=("${SUDO[@]}")
+  pip_needed "$venv" "$spec" || return 0
+  log "pip install -e '$spec' into $venv (a few minutes on a Pi)"
+  "${run[@]}" env PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore \
+    "$venv/bin/python" -m pip install -q -e "$spec" || die "pip could not install $spec into $venv (see above)"
+  pip_stamp "$venv" "$spec" | "${run[@]}" tee "$venv/.setup-stamp" >/dev/null
+  changed "installed $spec into $venv"
+}
+
+# --- the service --------------------------------------------------------------------------------------------
+
+# Copy the runtime files to $APP when they differ (compiled bytecode and build metadata excepted).
+sync_app() {
+  local item differ=0
+  for item in "${APP_FILES[@]}"; do
+    [ -e "$CHECKOUT/$item" ] || die "$CHECKOUT/$item is missing: run setup.sh from a complete checkout"
+    diff -rq --exclude=__pycache__ "$CHECKOUT/$item" "$APP/$item" >/dev/null 2>&1 || differ=1
+  done
+  [ "$differ" -eq 0 ] && return 0
+  as_root mkdir -p "$APP"
+  for item in "${APP_FILES[@]}"; do
+    as_root rm -rf "$APP/$item"
+    as_root cp -R --no-preserve=ownership "$CHECKOUT/$item" "$APP/$item"
+  done
+  as_root find "$APP" -name __pycache__ -prune -exec rm -rf {} +
+  as_root chmod -R u=rwX,go=rX "$APP"
+  changed "copied the runtime to $APP"
+}
+
+ensure_user() {
+  if ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    as_root useradd --system --user-group --groups video --home-dir "/var/lib/$SERVICE_USER" --no-create-home \
+      --shell /usr/sbin/nologin --comment "emotion-edge service" "$SERVICE_USER"
+    changed "created system user $SERVICE_USER (in group video, for the cameras)"
+  elif ! id -nG "$SERVICE_USER" | grep -qw video; then
+    as_root usermod -a -G video "$SERVICE_USER"
+    changed "added $SERVICE_USER to group video"
+  fi
+}
+
+ensure_config() {
+  [ -e "$CONFIG" ] && return 0
+  # 0640 root:emotion-edge: it may hold the broker password; the service reads it, only root edits it.
+  as_root install -D -m 0640 -o root -g "$SERVICE_USER" "$CHECKOUT/config.example.toml" "$CONFIG"
+  changed "wrote the default $CONFIG (edit it, then: sudo systemctl restart emotion-edge)"
+}
+
+# Prints "HOST PORT" of the broker a config names (defaults: localhost 1883).
+broker_of() {
+  "$1" - "$2" <<'EOF'
+import sys
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11: the venv has tomli (a dependency there)
+    import tomli as tomllib
+
+try:
+    with open(sys.argv[1], "rb") as f:
+        mqtt = tomllib.load(f).get("mqtt", {})
+except FileNotFoundError:
+    mqtt = {}
+print(mqtt.get("host", "localhost"), mqtt.get("port", 1883))
+EOF
+}
+
+is_local_host() {
+  case "$1" in
+    localhost | 127.* | ::1 | "$(hostname)" | "$(hostname -f 2>/dev/null || hostname)") return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Mosquitto from Debian, running: by systemd where it runs, else started here as a daemon.
+ensure_mosquitto() {
+  local port=$1
+  apt_install mosquitto
+  if systemd_running; then
+    systemctl is-enabled --quiet mosquitto || {
+      as_root systemctl enable --quiet mosquitto
+      changed "enabled mosquitto"
+    }
+    systemctl is-active --quiet mosquitto || {
+      as_root systemctl start mosquitto
+      changed "started mosquitto"
+    }
+  elif ! port_open "$port"; then
+    log "systemd is not running here (container/CI?): starting mosquitto directly"
+    as_root install -d -o mosquitto -m 0750 /run/mosquitto /var/log/mosquitto
+    as_root /usr/sbin/mosquitto -d -c /etc/mosquitto/mosquitto.conf </dev/null >/dev/null 2>&1 ||
+      die "mosquitto did not start: see /var/log/mosquitto/mosquitto.log"
+    for _ in $(seq 50); do
+      port_open "$port" && break
+      sleep 0.1
+    done
+    port_open "$port" || die "mosquitto started but nothing listens on port $port (see /etc/mosquitto/conf.d)"
+    changed "started mosquitto (port $port)"
+  fi
+}
+
+# Install the unit when it differs; enable it; (re)start it where systemd runs and anything changed.
+ensure_service() {
+  local unit_changed=0
+  if ! cmp -s "$CHECKOUT/systemd/emotion-edge.service" "$UNIT"; then
+    as_root install -D -m 0644 "$CHECKOUT/systemd/emotion-edge.service" "$UNIT"
+    unit_changed=1
+    changed "installed $UNIT"
+  fi
+  if ! systemd_running; then
+    if command -v systemctl >/dev/null && ! systemctl is-enabled --quiet emotion-edge 2>/dev/null; then
+      as_root systemctl enable --quiet emotion-edge 2>/dev/null && changed "enabled emotion-edge (starts at boot)"
+    fi
+    log "systemd is not running here (container/CI?): not starting the service; by hand:"
+    log "  sudo -u $SERVICE_USER $SERVICE_VENV/bin/emotion-edge run --config $CONFIG"
+    return 0
+  fi
+  [ "$unit_changed" -eq 1 ] && as_root systemctl daemon-reload
+  systemctl is-enabled --quiet emotion-edge || {
+    as_root systemctl enable --quiet emotion-edge
+    changed "enabled emotion-edge (starts at boot)"
+  }
+  if ! systemctl is-active --quiet emotion-edge; then
+    as_root systemctl start emotion-edge || true
+    changed "started emotion-edge"
+  elif [ "$changes" -gt 0 ]; then
+    as_root systemctl restart emotion-edge || true
+    changed "restarted emotion-edge"
+  fi
+  if ! systemctl is-active --quiet emotion-edge; then
+    as_root journalctl -u emotion-edge -n 20 --no-pager >&2 || true
+    die "emotion-edge did not start (log above; more: journalctl -u emotion-edge)"
+  fi
+}
+
+# --- modes ----------------------------------------------------------------------------------------------------
+
+# Python and the package index, before any long step: apt installs python3 itself when it is missing.
+preflight() {
+  local venv=$1 spec=$2
+  apt_install python3 python3-venv
+  check_python
+  if pip_needed "$venv" "$spec"; then check_index; fi
+}
+
+setup_edge() {
+  local pi=no spec=$APP host port
+  if is_pi; then
+    pi=yes
+    spec="${APP}[pi]"
+    log "Raspberry Pi: $(tr -d '\0' </proc/device-tree/model)"
+  fi
+  preflight "$SERVICE_VENV" "$spec"
+  if [ "$pi" = yes ]; then
+    if installed python3-picamera2 || has_candidate python3-picamera2; then
+      apt_install python3-picamera2
+    else
+      log "warning: python3-picamera2 is not in this system's apt sources (not Raspberry Pi OS?): USB webcams only"
+    fi
+  fi
+  sync_app
+  # On a Pi the venv sees Debian's packages so picamera2 (and libcamera) import; pip then keeps Debian's
+  # numpy 1.24, which picamera2's compiled helpers are built against (the [pi] extra pins numpy<2).
+  make_venv "$SERVICE_VENV" "$pi" sudo
+  pip_install "$SERVICE_VENV" "$spec" sudo
+  if [ "$changes" -gt 0 ]; then as_root "$SERVICE_VENV/bin/python" -m compileall -q "$APP/edge" >/dev/null; fi
+  ensure_user
+  ensure_config
+  read -r host port < <(as_root cat "$CONFIG" | broker_of "$SERVICE_VENV/bin/python" /dev/stdin) ||
+    die "cannot read [mqtt] host and port from $CONFIG: check it with $SERVICE_VENV/bin/emotion-edge check-config"
+  if is_local_host "$host"; then
+    ensure_mosquitto "$port"
+  else
+    log "the config names the broker $host:$port: not installing mosquitto"
+  fi
+  ensure_service
+}
+
+setup_workstation() {
+  local extra=$1 venv=$CHECKOUT/.venv
+  preflight "$venv" "${CHECKOUT}[$extra]"
+  # dev: the broker the demo and the tests use, and the tools tests/test_deploy.py runs
+  if [ "$extra" = dev ]; then apt_install mosquitto shellcheck systemd python3-seccomp; fi
+  make_venv "$venv" no
+  pip_install "$venv" "${CHECKOUT}[$extra]"
+  if [ "$extra" = dev ]; then ensure_mosquitto 1883; fi
+}
+
+check_os
+log "mode: --$mode ($(os_field PRETTY_NAME), $(uname -m))"
+case "$mode" in
+  edge) setup_edge ;;
+  train | dev) setup_workstation "$mode" ;;
+esac
+if [ "$changes" -eq 0 ]; then log "done: everything was already set up, nothing changed"; else log "done: $changes change(s)"; fi
