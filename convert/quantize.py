@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from training.report import classification_report, write_evaluation
 from training.train import FLOAT_MODEL
 
 log = logging.getLogger(__name__)
+
+TRAINING_RECORD = ("config.json", "history.csv", "curves.png", "report.json")
 
 
 class ConversionError(RuntimeError):
@@ -155,8 +158,10 @@ def convert(config: ConvertConfig) -> dict:
     out.write_bytes(content)
     card.write(card_path(out))
     EmotionClassifier.load(out)  # the runtime's own check, on the files as written
-    write_evaluation(int8_eval, out.parent / "report", "int8", f"int8 model on {dataset.val.origin}")
-    write_evaluation(float_eval, out.parent / "report", "float", f"float model on {dataset.val.origin}")
+    report_dir = out.parent / "report"
+    write_evaluation(int8_eval, report_dir, "int8", f"int8 model on {dataset.val.origin}")
+    write_evaluation(float_eval, report_dir, "float", f"float model on {dataset.val.origin}")
+    _copy_training_report(keras_path.parent, report_dir)
     log.info("wrote %s (%d KiB) and %s", out, len(content) // 1024, card_path(out))
     return card.to_json()
 
@@ -174,6 +179,13 @@ def _card(content: bytes, info: dict, placeholder: bool = False) -> ModelCard:
         output=TensorSpec.from_details(interpreter.get_output_details()[0]),
         info=info,
     )
+
+
+def _copy_training_report(run_dir: Path, report_dir: Path) -> None:
+    """Ship the training run's record beside the model, so a Pi's models/ explains itself."""
+    for name in TRAINING_RECORD:
+        if (run_dir / name).exists():
+            shutil.copy(run_dir / name, report_dir / (name if name != "report.json" else "training_report.json"))
 
 
 def _run_report(source: Path) -> dict:

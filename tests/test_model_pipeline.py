@@ -69,7 +69,8 @@ def test_convert_writes_a_verified_int8_model_and_card(run_dir, tmp_path):
     assert card["input"]["shape"] == [1, 48, 48, 1]
     assert card["accuracy"]["faces"] == 14 and 0 <= card["accuracy"]["int8"] <= 1
     assert card["training"]["epochs"] == 3 and card["calibration"]["faces"] == 21
-    assert (out.parent / "report" / "int8_confusion.png").stat().st_size > 0
+    for name in ("int8_confusion.png", "float_per_class.md", "curves.png", "history.csv", "training_report.json"):
+        assert (out.parent / "report" / name).stat().st_size > 0, name
 
     classifier = EmotionClassifier.load(out)
     probs = classifier.predict(np.full((3, 64, 64), 128, np.uint8))
