@@ -1,0 +1,213 @@
+"""Deployment checks: setup.sh, the systemd unit and its sandbox, CI and README in step.
+
+These run the real tools (bash, shellcheck, systemd-analyze, libseccomp) on the real files; setup.sh --dev
+installs every one of them, and .ci/run fails a run where a test here was skipped for a missing tool.
+setup.sh itself changes the machine (apt, /opt, /etc, a user), so its full runs are checked by hand and in
+the emulated arm64 root (README, "Checked on 64-bit Arm"), not here.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP = ROOT / "setup.sh"
+CI = ROOT / ".ci" / "run"
+UNIT = ROOT / "systemd" / "emotion-edge.service"
+README = ROOT / "README.md"
+DEMO_CLIP = ROOT / "edge" / "demo" / "faces.mp4"
+SECURITY_LIMIT = 4.0
+
+
+def tool(name: str) -> str:
+    """The tool's path, or a skip that .ci/run turns into a failure (setup.sh --dev must install it)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (./setup.sh --dev installs it)")
+    return path
+
+
+def entry_point() -> Path:
+    """The console script the unit runs, from the venv running these tests."""
+    script = Path(sys.executable).parent / "emotion-edge"
+    assert script.exists(), f"{script} missing: install the project into this venv (./setup.sh --dev)"
+    return script
+
+
+def setup_constant(name: str) -> str:
+    """A ``readonly NAME=value`` from setup.sh, with $OTHER constants expanded."""
+    text = SETUP.read_text()
+    match = re.search(rf"^readonly {name}=(\S+)$", text, re.M)
+    assert match, f"setup.sh defines no readonly {name}"
+    return re.sub(r"\$(\w+)", lambda m: setup_constant(m.group(1)), match.group(1))
+
+
+def unit() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)  # repeated keys: last wins
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    parser.read(UNIT)
+    return parser
+
+
+def readme_command(marker: str) -> str:
+    """The line after ``<!-- marker -->`` that is not a code fence, as .ci/run reads it."""
+    lines = README.read_text().splitlines()
+    index = lines.index(f"<!-- {marker} -->")
+    return next(line for line in lines[index + 1 :] if not line.startswith("```"))
+
+
+def test_setup_script_is_valid_bash() -> None:
+    subprocess.run(["bash", "-n", str(SETUP)], check=True)
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    result = subprocess.run([tool("shellcheck"), str(SETUP), str(CI)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_setup_rejects_an_unknown_option_before_changing_anything() -> None:
+    result = subprocess.run([str(SETUP), "--turbo"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "setup: error: unknown option: --turbo" in result.stderr
+    assert "--edge" in result.stderr  # the usage follows
+
+
+def test_setup_help_names_every_mode() -> None:
+    result = subprocess.run([str(SETUP), "--help"], capture_output=True, text=True, check=True)
+    for mode in ("--edge", "--train", "--dev"):
+        assert mode in result.stdout
+
+
+def test_unit_runs_what_setup_installs() -> None:
+    service = unit()["Service"]
+    venv, config = setup_constant("SERVICE_VENV"), setup_constant("CONFIG")
+    assert service["ExecStart"] == f"{venv}/bin/emotion-edge run --config {config}"
+    assert service["User"] == setup_constant("SERVICE_USER")
+    assert service["Type"] == "notify"
+    assert service["Restart"] == "on-failure"
+    assert "StartLimitBurst" in unit()["Unit"]
+    assert "video" in service["SupplementaryGroups"].split()
+    assert service["DevicePolicy"] == "closed"
+    assert "char-video4linux rw" in UNIT.read_text()
+
+
+def test_unit_verifies(tmp_path: Path) -> None:
+    """systemd-analyze verify checks every directive; ExecStart points at this venv's script, which exists."""
+    copy = tmp_path / UNIT.name
+    text = UNIT.read_text()
+    copy.write_text(text.replace(f"{setup_constant('SERVICE_VENV')}/bin/emotion-edge", str(entry_point())))
+    result = subprocess.run([tool("systemd-analyze"), "verify", str(copy)], capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_unit_exposure_is_low_and_the_readme_says_so() -> None:
+    result = subprocess.run(
+        [tool("systemd-analyze"), "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+    )
+    match = re.search(r"Overall exposure level for emotion-edge\.service: (\d+\.\d)", result.stdout)
+    assert match, result.stdout + result.stderr
+    score = float(match.group(1))
+    assert score <= SECURITY_LIMIT
+    assert f"exposure level **{score}**" in README.read_text(), f"README must state the measured {score}"
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    result = subprocess.run(
+        ["bash", str(CI)], env={**os.environ, "CI_PRINT_COMMANDS": "1"}, capture_output=True, text=True, check=True
+    )
+    commands = result.stdout.splitlines()
+    assert commands == [readme_command("setup-command"), readme_command("test-command")]
+    assert commands[0].startswith("./setup.sh --dev && ")
+    assert commands[1].startswith(".venv/bin/python -m pytest")
+    top = "\n".join(README.read_text().splitlines()[:40])
+    assert all(command in top for command in commands), "the two commands belong at the top of README.md"
+
+
+def test_example_config_passes_check_config() -> None:
+    result = subprocess.run(
+        [str(entry_point()), "check-config", "--config", str(ROOT / "config.example.toml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The unit's SystemCallFilter= and MemoryDenyWriteExecute=, applied with libseccomp the way systemd 252 does
+# (two stacked filters; denied calls fail with EPERM as SystemCallErrorNumber=EPERM says), before exec'ing
+# the command. Runs under Debian's python3, which has the python3-seccomp binding.
+SANDBOX = r"""
+import errno, os, subprocess, sys
+import seccomp
+
+def expand(groups):
+    out = subprocess.run(["systemd-analyze", "syscall-filter", *groups], check=True, capture_output=True, text=True)
+    names = set()
+    for line in out.stdout.splitlines():
+        item = line.strip()
+        if item and not item.startswith("#") and line.startswith(" "):
+            names |= expand([item]) if item.startswith("@") else {item}
+    return names
+
+def rule(syscall_filter, action, name, *args):
+    try:
+        syscall_filter.add_rule(action, name, *args)
+    except (RuntimeError, ValueError, OSError):  # no such system call on this architecture
+        pass
+
+PROT_WRITE, PROT_EXEC, SHM_EXEC = 2, 4, 0o100000
+eperm = seccomp.ERRNO(errno.EPERM)
+mdwe = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+for name in ("mmap", "mmap2"):
+    rule(mdwe, eperm, name, seccomp.Arg(2, seccomp.MASKED_EQ, PROT_WRITE | PROT_EXEC, PROT_WRITE | PROT_EXEC))
+for name in ("mprotect", "pkey_mprotect"):
+    rule(mdwe, eperm, name, seccomp.Arg(2, seccomp.MASKED_EQ, PROT_EXEC, PROT_EXEC))
+rule(mdwe, eperm, "shmat", seccomp.Arg(2, seccomp.MASKED_EQ, SHM_EXEC, SHM_EXEC))
+mdwe.load()
+allowed = seccomp.SyscallFilter(defaction=eperm)
+for name in expand(sys.argv[1].split()) - expand(sys.argv[2].split()):
+    rule(allowed, seccomp.ALLOW, name)
+allowed.load()
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+def run_sandboxed(*command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` under the unit's system-call filter and W^X rule."""
+    python = "/usr/bin/python3"
+    check = subprocess.run([python, "-c", "import seccomp"], capture_output=True)
+    if check.returncode != 0:
+        pytest.skip("python3-seccomp not installed (./setup.sh --dev installs it)")
+    tool("systemd-analyze")
+    lines = UNIT.read_text().splitlines()
+    filters = [line.split("=", 1)[1] for line in lines if line.startswith("SystemCallFilter=")]
+    allow = " ".join(f for f in filters if not f.startswith("~"))
+    deny = " ".join(f[1:] for f in filters if f.startswith("~"))
+    assert allow and "MemoryDenyWriteExecute=yes" in lines
+    return subprocess.run(
+        [python, "-c", SANDBOX, allow, deny, *command], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+
+
+def test_sandbox_refuses_writable_executable_memory() -> None:
+    """The control: without it a passing pipeline run below would prove nothing."""
+    code = "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)"
+    result = run_sandboxed(sys.executable, "-c", code)
+    assert result.returncode != 0
+    assert "PermissionError" in result.stderr
+
+
+def test_pipeline_runs_inside_the_unit_sandbox() -> None:
+    """numpy, OpenCV and the TFLite interpreter with XNNPACK work without W+X memory or extra system calls."""
+    result = run_sandboxed(str(entry_point()), "analyze", str(DEMO_CLIP))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip(), "analyze printed nothing"
