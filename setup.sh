@@ -106,7 +106,14 @@ check_os() {
   esac
 }
 
-is_pi() { grep -qa 'Raspberry Pi' /proc/device-tree/model 2>/dev/null; }
+# EMOTION_EDGE_PI=yes|no overrides the detection: for building a Pi's SD-card image in a chroot on a PC, say.
+is_pi() {
+  case "${EMOTION_EDGE_PI:-auto}" in
+    yes) return 0 ;;
+    no) return 1 ;;
+    *) grep -qa 'Raspberry Pi' /proc/device-tree/model 2>/dev/null ;;
+  esac
+}
 systemd_running() { [ -d /run/systemd/system ]; }
 
 check_python() {
@@ -322,7 +329,7 @@ setup_edge() {
   if is_pi; then
     pi=yes
     spec="${APP}[pi]"
-    log "Raspberry Pi: $(tr -d '\0' </proc/device-tree/model)"
+    log "Raspberry Pi: $(tr -d '\0' 2>/dev/null </proc/device-tree/model || echo "EMOTION_EDGE_PI=$EMOTION_EDGE_PI")"
   fi
   preflight "$SERVICE_VENV" "$spec"
   if [ "$pi" = yes ]; then
