@@ -1,0 +1,117 @@
+"""Drawing faces, ids and emotions onto frames, and writing the result as a video or as images.
+
+Used by ``emotion-edge analyze --annotate`` so a user can see what the numbers in the JSON refer
+to. Annotation happens on a copy: frames belong to the source and may be reused (a looped image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from edge.sources import FolderSource, Frame, FrameSource, ImageSource
+from edge.sources.images import IMAGE_SUFFIXES
+from edge.tracker import Track
+
+# One colour per emotion (BGR), in EMOTIONS order; unknown labels from a custom model get gray.
+COLOURS = {
+    "angry": (40, 40, 220),
+    "disgust": (40, 140, 40),
+    "fear": (160, 60, 160),
+    "happy": (40, 200, 240),
+    "sad": (200, 120, 40),
+    "surprise": (240, 200, 40),
+    "neutral": (200, 200, 200),
+}
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "MJPG"}
+
+
+class AnnotateError(RuntimeError):
+    """An output that cannot be written; names the path."""
+
+
+def draw(image: np.ndarray, tracks: list[Track]) -> np.ndarray:
+    """A copy of ``image`` with each track's box and a "#id emotion 87%" label above it."""
+    out = image.copy()
+    scale = max(0.4, out.shape[1] / 1280)
+    thickness = max(1, round(scale * 2))
+    for track in tracks:
+        x, y, w, h = track.box
+        colour = COLOURS.get(track.emotion, (160, 160, 160))
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thickness)
+        label = f"#{track.id} {track.emotion} {track.confidence:.0%}"
+        (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = y - th - baseline - 4 if y - th - baseline - 4 >= 0 else y + h  # below the box at the top edge
+        cv2.rectangle(out, (x, top), (x + tw + 4, top + th + baseline + 4), colour, cv2.FILLED)
+        cv2.putText(
+            out, label, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA
+        )
+    return out
+
+
+class FrameWriter(Protocol):
+    def write(self, frame: Frame, image: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class VideoWriter:
+    """A video at the source's rate; the codec follows the file name (.avi MJPG, .mp4 MPEG-4 part 2),
+    both of which every OpenCV build with FFmpeg can write and play back."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        codec = VIDEO_CODECS.get(path.suffix.lower())
+        if codec is None:
+            raise AnnotateError(f"{path}: unknown video type (use {', '.join(VIDEO_CODECS)})")
+        if not path.parent.is_dir():
+            raise AnnotateError(f"{path}: folder {path.parent} does not exist")
+        self.path = path
+        self._fourcc = cv2.VideoWriter_fourcc(*codec)
+        self._fps = fps if fps > 0 else 15.0
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        if self._writer is None:  # the size is known only from the first frame
+            height, width = image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), self._fourcc, self._fps, (width, height))
+            if not self._writer.isOpened():
+                raise AnnotateError(f"{self.path}: cannot write video")
+        self._writer.write(image)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+
+class ImageWriter:
+    """Stills: into a folder under their source names, or one image straight to an image path."""
+
+    def __init__(self, out: Path, paths: list[Path]) -> None:
+        self._paths = paths
+        self._file = out if len(paths) == 1 and out.suffix.lower() in IMAGE_SUFFIXES else None
+        self._folder = out if self._file is None else None
+        target = self._file.parent if self._file else out
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AnnotateError(f"{target}: cannot create folder ({exc.strerror})") from None
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        source = self._paths[frame.index % len(self._paths)]
+        path = self._file or self._folder / source.name
+        if not cv2.imwrite(str(path), image):
+            raise AnnotateError(f"{path}: cannot write image")
+
+    def close(self) -> None:
+        """Every image is complete once written."""
+
+
+def open_writer(out: str | Path, source: FrameSource) -> FrameWriter:
+    """Images for image and folder sources, a video for everything else."""
+    out = Path(out)
+    if isinstance(source, (ImageSource, FolderSource)):
+        return ImageWriter(out, source.paths)
+    return VideoWriter(out, source.fps)

@@ -1,0 +1,108 @@
+"""``emotion-edge bench [SRC]``: how fast the pipeline runs here, stage by stage, and what it costs in memory.
+
+Entry point for the CLI::
+
+    run(src=None, config=None, *, frames=300, out=sys.stdout) -> dict
+
+``src`` defaults to the bundled demo clip (640x480, one to three faces), played in a loop until
+``frames`` frames are processed. Capture runs in the same thread as the stages here, so ``fps`` is
+the sequential throughput (the service overlaps capture with processing and can only do better).
+The report prints to ``out`` and the same figures come back as a dict (``bench.to_text`` renders one).
+CPU time per frame is printed beside wall time because on a shared machine wall time measures the
+neighbours too; the load average says how busy the machine was.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from edge.config import Config
+from edge.pipeline import Pipeline
+from edge.sources import DEMO_CLIP, open_source
+
+STAGES = ("capture", "detect", "classify", "track")
+WARMUP = 5  # first interpreter invocations and cascade evaluations are slower; not what a service sees
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory in MiB: /proc when there is one, getrusage's peak otherwise."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 * 1024)
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return peak, peak
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def run(src: str | None = None, config: Config | None = None, *, frames: int = 300, out: TextIO = sys.stdout) -> dict:
+    pipeline = Pipeline.from_config(config)
+    spec = str(src or DEMO_CLIP)
+    source_config = (config or Config()).source
+    source = open_source(spec, width=source_config.width, height=source_config.height, fps=source_config.fps, loop=True)
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    faces = []
+    resolution = "?"
+    wall = cpu = 0.0
+    try:
+        for n in range(max(1, frames) + WARMUP):
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
+            frame = source.read()
+            captured = time.perf_counter()
+            if frame is None:
+                break
+            result = pipeline.process(frame)
+            resolution = "{1}x{0}".format(*frame.image.shape)
+            if n < WARMUP:
+                continue
+            wall += time.perf_counter() - wall_start
+            cpu += time.process_time() - cpu_start
+            samples["capture"].append((captured - wall_start) * 1000.0)
+            for stage, ms in result.timings_ms.items():
+                samples[stage].append(ms)
+            faces.append(len(result.tracks))
+    finally:
+        source.close()
+    count = len(faces)
+    current, peak = rss_mb()
+    report = {
+        "source": source.name,
+        "resolution": resolution,
+        "frames": count,
+        "faces_per_frame": round(sum(faces) / count, 2),
+        "fps": round(count / wall, 1),
+        "cpu_ms_per_frame": round(cpu * 1000.0 / count, 2),
+        "stages_ms": {stage: round(statistics.fmean(values), 2) for stage, values in samples.items()},
+        "stages_p95_ms": {stage: round(_p95(values), 2) for stage, values in samples.items()},
+        "rss_mb": round(current, 1),
+        "peak_rss_mb": round(peak, 1),
+        "backend": pipeline.classifier.backend,
+        "model_sha256": pipeline.classifier.sha256,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+    }
+    out.write(to_text(report))
+    return report
+
+
+def _p95(values: list[float]) -> float:
+    return sorted(values)[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+
+
+def to_text(report: dict[str, Any]) -> str:
+    stages = "  ".join(f"{s} {report['stages_ms'][s]:.2f} (p95 {report['stages_p95_ms'][s]:.2f})" for s in STAGES)
+    return (
+        f"source: {report['source']} ({report['resolution']}, {report['faces_per_frame']} faces/frame, "
+        f"{report['frames']} frames)\n"
+        f"fps: {report['fps']}  (cpu {report['cpu_ms_per_frame']} ms/frame)\n"
+        f"ms per frame: {stages}\n"
+        f"memory: rss {report['rss_mb']} MiB, peak {report['peak_rss_mb']} MiB\n"
+        f"classifier: {report['backend']}, model {report['model_sha256'][:12]}\n"
+        f"machine: {report['machine']}\n"
+    )

@@ -1,0 +1,85 @@
+"""Frame sources: one small class per kind of input, chosen by ``open_source(spec)``.
+
+``spec`` is what a user types after ``--source``: ``auto``, ``picamera2``, a webcam index (``0``)
+or device (``/dev/video0``), an ``rtsp://``/``http(s)://`` URL, or a path to a video, an image or
+a folder of images. Wrap a live source in :class:`LatestFrameReader` to run capture in its own
+thread (newest frame only, reconnect with backoff).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+from edge.sources.base import Frame, FrameSource, SourceError
+from edge.sources.images import IMAGE_SUFFIXES, FolderSource, ImageSource
+from edge.sources.opencv import StreamSource, VideoFileSource, WebcamSource
+from edge.sources.picamera import Picamera2Source
+from edge.sources.reader import LatestFrameReader
+
+__all__ = [
+    "DEMO_CLIP",
+    "FolderSource",
+    "Frame",
+    "FrameSource",
+    "ImageSource",
+    "LatestFrameReader",
+    "Picamera2Source",
+    "SourceError",
+    "StreamSource",
+    "VideoFileSource",
+    "WebcamSource",
+    "open_source",
+]
+
+# A few seconds of 640x480 video with one to three real faces (FER-2013 test photos) that change
+# expression, arrive and leave: the default clip of `bench` and `demo`, shipped inside the package.
+DEMO_CLIP = Path(__file__).resolve().parent.parent / "demo" / "demo.mp4"
+
+
+def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 0, loop: bool = False) -> FrameSource:
+    """Open the source ``spec`` names; SourceError (naming it) when it does not exist or cannot be read.
+
+    ``width``/``height``/``fps`` are requests to cameras; for stills ``fps`` is the nominal rate
+    behind their timestamps; video files keep their own rate. ``loop`` restarts file sources at
+    their end (a stand-in camera for demos) and is meaningless for live ones.
+    """
+    camera = {"width": width, "height": height, "fps": fps}
+    if spec == "auto":
+        return _first_camera(**camera)
+    if spec == "picamera2":
+        return Picamera2Source(**camera)
+    if spec.isdigit():
+        return WebcamSource(int(spec), **camera)
+    if spec.startswith("/dev/video"):
+        return WebcamSource(spec, **camera)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", spec, re.IGNORECASE) and not spec.lower().startswith("file://"):
+        return StreamSource(spec)
+    path = Path(spec.removeprefix("file://"))
+    if path.is_dir():
+        return FolderSource(path, fps=fps, loop=loop)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSource(path, fps=fps, loop=loop)
+    if not path.exists():
+        expected = "auto, picamera2, 0, /dev/video0, a URL or a path"
+        raise SourceError(f"{spec}: no such file, folder or camera (expected {expected})")
+    return VideoFileSource(path, loop=loop)
+
+
+def _first_camera(*, width: int, height: int, fps: float) -> FrameSource:
+    """The Pi camera when picamera2 has one, else the first V4L2 device that delivers frames."""
+    reasons = []
+    try:
+        return Picamera2Source(width=width, height=height, fps=fps)
+    except SourceError as exc:
+        reasons.append(str(exc))
+    devices = sorted(glob.glob("/dev/video*"), key=lambda d: int(re.sub(r"\D", "", d) or 0))
+    for device in devices:
+        try:
+            return WebcamSource(device, width=width, height=height, fps=fps)
+        except SourceError as exc:
+            reasons.append(str(exc))
+    if not devices:
+        reasons.append("no /dev/video* devices")
+    raise SourceError("no camera found: " + "; ".join(reasons))

@@ -1,0 +1,66 @@
+"""The Raspberry Pi camera through picamera2 (libcamera), with a free detection plane.
+
+The ISP scales a second, low-resolution "lores" stream in hardware; asking for it as YUV420 makes
+its first rows a gray (Y) image the Haar detector can use as is, so the CPU never resizes or
+colour-converts for detection. Crops for the classifier still come from the full "main" stream,
+which is RGB888 (B, G, R byte order in memory: OpenCV's BGR, despite the name).
+"""
+
+from __future__ import annotations
+
+import time
+
+from edge.sources.base import Frame, SourceError
+
+INSTALL_HINT = "on Raspberry Pi OS: sudo apt install python3-picamera2, in a venv made with --system-site-packages"
+
+
+def lores_size(width: int, height: int) -> tuple[int, int]:
+    """Half the main size, even in both directions as YUV420 needs; the Haar detector's usual 320 px for 640x480."""
+    return max(2, width // 4 * 2), max(2, height // 4 * 2)
+
+
+class Picamera2Source:
+    live = True
+    name = "picamera2"
+
+    def __init__(self, *, width: int = 640, height: int = 480, fps: float = 0, camera: int = 0) -> None:
+        try:
+            from picamera2 import Picamera2
+        except ImportError:
+            raise SourceError(f"picamera2: not installed ({INSTALL_HINT})") from None
+        if not Picamera2.global_camera_info():
+            raise SourceError("picamera2: no camera attached (check the ribbon cable; `rpicam-hello --list-cameras`)")
+        self.fps = float(fps)
+        self._index = 0
+        self._camera = None
+        try:
+            self._camera = Picamera2(camera)
+            config = self._camera.create_video_configuration(
+                main={"size": (width, height), "format": "RGB888"},
+                lores={"size": lores_size(width, height), "format": "YUV420"},
+                controls={"FrameRate": fps} if fps > 0 else {},
+            )
+            self._camera.configure(config)
+            # libcamera may align the sizes asked for; crop the planes by what it actually set up.
+            self._lores = self._camera.stream_configuration("lores")["size"]
+            self._camera.start()
+        except (RuntimeError, OSError, IndexError) as exc:
+            if self._camera is not None:
+                self._camera.close()
+            raise SourceError(f"picamera2: cannot start camera {camera} ({exc})") from None
+
+    def read(self) -> Frame:
+        try:
+            # Both planes from one request, so the gray plane and the crop source show the same instant.
+            (main, lores), _metadata = self._camera.capture_arrays(["main", "lores"])
+        except (RuntimeError, OSError) as exc:
+            raise SourceError(f"picamera2: capture failed ({exc})") from None
+        width, height = self._lores
+        # YUV420 arrays are (height * 3 / 2, stride): the Y plane is the first rows, padded to the stride.
+        frame = Frame(main, lores[:height, :width], self._index, time.monotonic())
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._camera.close()

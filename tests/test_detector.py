@@ -1,0 +1,81 @@
+"""HaarDetector on real faces: the still fixtures are FER-2013 test photos placed on a background
+at known positions, so every box can be checked against where the face really is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge.detector import DETECTORS, DetectorError, HaarDetector, create_detector, find_cascade
+from edge.sources import Frame
+from edge.tracker import iou
+
+MEDIA = Path(__file__).resolve().parent / "fixtures" / "media"
+# Where the fixture images have their faces (x, y, side), as they were composed.
+THREE_FACES = [(40, 60, 150), (250, 250, 140), (450, 110, 150)]
+ONE_FACE = (240, 140, 170)
+
+
+def frame_of(name: str, gray_width: int | None = None) -> Frame:
+    image = cv2.imread(str(MEDIA / name))
+    gray = None
+    if gray_width:
+        small = cv2.resize(image, (gray_width, gray_width * 3 // 4), interpolation=cv2.INTER_AREA)
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return Frame(image, gray, 0, 0.0)
+
+
+def matches(boxes, faces) -> bool:
+    """Each real face has exactly one box over it, and no box is elsewhere."""
+    squares = [(x, y, s, s) for x, y, s in faces]
+    return len(boxes) == len(squares) and all(max(iou(b, sq) for b in boxes) > 0.5 for sq in squares)
+
+
+@pytest.mark.parametrize("detect_width", [320, 480, 640])
+def test_finds_the_faces_in_full_resolution_coordinates_whatever_the_detection_width(detect_width):
+    detector = HaarDetector(detect_width=detect_width)
+    assert matches(detector.detect(frame_of("three_faces.jpg")), THREE_FACES)
+    assert matches(detector.detect(frame_of("one_face.jpg")), [ONE_FACE])
+
+
+def test_no_face_no_box():
+    assert HaarDetector().detect(frame_of("no_face.jpg")) == []
+
+
+def test_uses_the_sources_gray_plane_when_there_is_one():
+    frame = frame_of("three_faces.jpg", gray_width=320)
+    frame.image = frame.image.copy()
+    frame.image[:] = 0  # proof the boxes came from the gray plane: the colour image shows nothing now
+    assert matches(HaarDetector().detect(frame), THREE_FACES)
+
+
+def test_min_size_is_in_full_resolution_pixels():
+    # The three faces are 140-150 px, the single one 170 px (Haar's box for it is ~210 px).
+    detector = HaarDetector(min_size=180, detect_width=320)
+    assert detector.detect(frame_of("three_faces.jpg")) == []
+    assert matches(detector.detect(frame_of("one_face.jpg")), [ONE_FACE])
+
+
+def test_config_type_key_selects_the_class():
+    assert list(DETECTORS.items()) == [("haar", HaarDetector)]
+    assert isinstance(create_detector("haar", min_neighbors=4), HaarDetector)
+    with pytest.raises(DetectorError, match=r"unknown detector.type 'yolo'; available: haar"):
+        create_detector("yolo")
+
+
+def test_default_cascade_is_found_where_opencv_ships_it():
+    assert find_cascade().name == "haarcascade_frontalface_alt2.xml" and find_cascade().is_file()
+    assert find_cascade("haarcascade_frontalface_default.xml").is_file()
+
+
+def test_missing_or_broken_cascade_is_named(tmp_path):
+    with pytest.raises(DetectorError, match=r"Haar cascade nope.xml not found in .*install opencv-data"):
+        HaarDetector(cascade="nope.xml")
+    with pytest.raises(DetectorError, match=r"/missing/face.xml: not a loadable Haar cascade"):
+        HaarDetector(cascade="/missing/face.xml")
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<opencv_storage><cascade>truncated")
+    with pytest.raises(DetectorError, match=r"broken.xml: not a loadable Haar cascade"):
+        HaarDetector(cascade=str(broken))

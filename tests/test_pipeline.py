@@ -1,0 +1,101 @@
+"""The whole vision pipeline on the bundled demo clip with the shipped model.
+
+The clip (edge/demo/demo.mp4, 6 s at 15 fps) shows FER-2013 test faces composed at known places:
+face A throughout, face C from the start to frame 69, face B from frame 15 to 59. What the
+model calls each face is not asserted (the shipped model is replaced as training improves), only
+that the pipeline reports exactly what the classifier says about the crops it was given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.classifier import EmotionClassifier
+from edge.config import Config
+from edge.detector import DetectorError, HaarDetector
+from edge.model_card import ModelError
+from edge.pipeline import Pipeline, crop
+from edge.sources import DEMO_CLIP, open_source
+from edge.tracker import END, START, FaceTracker
+
+FACES_PER_FRAME = [2] * 15 + [3] * 45 + [2] * 10 + [1] * 20
+
+
+@pytest.fixture(scope="module")
+def clip_results():
+    pipeline = Pipeline.from_config()
+    source = open_source(str(DEMO_CLIP))
+    results = []
+    while (frame := source.read()) is not None:
+        results.append(pipeline.process(frame))
+    source.close()
+    closing = pipeline.tracker.close(results[-1].frame.ts)
+    return pipeline, results, closing
+
+
+def test_every_face_is_found_and_keeps_one_track(clip_results):
+    _, results, closing = clip_results
+    counts = [len(r.tracks) for r in results]
+    assert len(counts) == len(FACES_PER_FRAME)
+    assert sum(c == e for c, e in zip(counts, FACES_PER_FRAME)) >= 0.95 * len(counts)
+    events = [(r.frame.index, e.kind, e.track) for r in results for e in r.events if e.kind != "change"]
+    # B (track 3) is last seen at frame 59 and C (track 2) at 69; each ends max_missing (1 s) later.
+    assert events == [(0, START, 1), (0, START, 2), (15, START, 3), (74, END, 3), (85, END, 2)]
+    assert [(e.kind, e.track) for e in closing] == [(END, 1)]
+    assert {t.id for r in results for t in r.tracks} == {1, 2, 3}
+
+
+def test_end_events_carry_how_long_the_face_was_there(clip_results):
+    _, results, _ = clip_results
+    ends = {e.track: e for r in results for e in r.events if e.kind == END}
+    assert ends[3].started == pytest.approx(15 / 15) and ends[3].duration == pytest.approx(44 / 15)
+    assert ends[2].duration == pytest.approx(69 / 15)
+
+
+def test_a_new_face_reports_what_the_classifier_says_about_its_full_resolution_crop(clip_results):
+    pipeline, results, _ = clip_results
+    first = results[0]
+    for track in first.tracks:
+        expected = pipeline.classifier.predict([crop(first.frame.image, track.box)])[0]
+        assert list(track.scores.values()) == pytest.approx(expected.tolist(), abs=1e-4)
+        assert track.emotion == pipeline.classifier.labels[int(np.argmax(expected))]
+
+
+def test_labels_and_events_agree(clip_results):
+    _, results, _ = clip_results
+    labels: dict[int, str] = {}
+    for result in results:
+        for event in result.events:
+            if event.kind in (START, "change"):
+                labels[event.track] = event.emotion
+        for track in result.tracks:  # a track's label changes only with an event saying so
+            assert track.emotion == labels[track.id]
+            assert track.confidence == track.scores[track.emotion]
+            assert sum(track.scores.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_stage_timings_come_with_every_frame(clip_results):
+    _, results, _ = clip_results
+    assert all(set(r.timings_ms) == {"detect", "classify", "track"} for r in results)
+    assert all(ms >= 0 for r in results for ms in r.timings_ms.values())
+
+
+def test_bad_model_or_cascade_in_config_is_named(tmp_path):
+    config = Config()
+    config.classifier.model = str(tmp_path / "missing.tflite")
+    with pytest.raises(ModelError, match=r"missing.tflite: model file not found"):
+        Pipeline.from_config(config)
+    config = Config()
+    config.detector.cascade = str(tmp_path / "faces.xml")
+    with pytest.raises(DetectorError, match=r"faces.xml: not a loadable Haar cascade"):
+        Pipeline.from_config(config)
+
+
+def test_stages_can_be_handed_in():
+    classifier = EmotionClassifier.load()
+    pipeline = Pipeline(HaarDetector(), classifier, FaceTracker(classifier.labels, smoothing=0.0))
+    source = open_source(str(DEMO_CLIP))
+    result = pipeline.process(source.read())
+    source.close()
+    assert len(result.tracks) == 2 and [e.kind for e in result.events] == [START, START]
