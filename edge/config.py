@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.detector import DETECTORS, DetectorError, find_cascade
 from edge.litert import BACKENDS
 
 if sys.version_info >= (3, 11):
@@ -68,9 +69,9 @@ class SourceConfig:
 
 @dataclass
 class DetectorConfig:
-    type: str = setting("haar", choices=("haar",), doc="face detector backend")
-    cascade: str = setting("", doc="Haar cascade XML; empty = OpenCV's frontal-face cascade")
-    scale_factor: float = setting(1.1, lo=1.01, hi=2.0, doc="image pyramid step of the cascade")
+    type: str = setting("haar", choices=tuple(DETECTORS), doc="face detector backend")
+    cascade: str = setting("", doc="Haar cascade: a file, or a name in OpenCV's cascades; empty = frontalface_alt2")
+    scale_factor: float = setting(1.2, lo=1.01, hi=2.0, doc="image pyramid step of the cascade")
     min_neighbors: int = setting(5, lo=0, hi=50, doc="overlapping hits needed to accept a face")
     min_size: int = setting(40, lo=8, hi=4096, doc="smallest face in full-resolution pixels")
     detect_width: int = setting(320, lo=64, hi=7680, doc="frames are downscaled to this width for detection")
@@ -306,11 +307,19 @@ def _finish(config: Config) -> None:
     if mqtt.password and not mqtt.username:
         raise ConfigError(f"{_where(config, 'mqtt.password')}: mqtt.password: set mqtt.username too")
     mqtt.tls = mqtt.tls or bool(mqtt.tls_ca or mqtt.tls_cert)
-    for name in ("mqtt.tls_ca", "mqtt.tls_cert", "mqtt.tls_key", "classifier.model", "detector.cascade"):
+    for name in ("mqtt.tls_ca", "mqtt.tls_cert", "mqtt.tls_key", "classifier.model"):
         section, key = name.split(".")
         value = getattr(getattr(config, section), key)
         if value and not Path(value).is_file():
             raise ConfigError(f"{_where(config, name)}: {name}: file not found: {value}")
+    if config.detector.cascade:
+        where = _where(config, "detector.cascade")
+        try:
+            cascade = find_cascade(config.detector.cascade)
+        except DetectorError as exc:
+            raise ConfigError(f"{where}: detector.cascade: {exc}") from None
+        if not cascade.is_file():
+            raise ConfigError(f"{where}: detector.cascade: file not found: {cascade}")
 
 
 def _where(config: Config, name: str) -> str:

@@ -9,6 +9,7 @@ bounded queue (events in order; retained topics only their latest value) and goe
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
-from edge.config import MqttConfig
+from edge.config import ConfigError, MqttConfig
 from edge.payloads import OFFLINE, ONLINE
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,20 @@ class _Message:
     payload: str
     qos: int
     retain: bool
+
+
+def make_client(config: MqttConfig, client_id: str) -> mqtt.Client:
+    """A paho client with the configured credentials and TLS, for the publisher and for subscribers
+    (the demo) that must reach the same broker the same way."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    if config.username:
+        client.username_pw_set(config.username, config.password or None)
+    if config.tls:
+        try:
+            client.tls_set(config.tls_ca or None, config.tls_cert or None, config.tls_key or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"mqtt.tls_ca/tls_cert/tls_key: cannot load the TLS files ({exc})") from None
+    return client
 
 
 class MqttPublisher:
@@ -66,11 +81,7 @@ class MqttPublisher:
 
     def _make_client(self) -> mqtt.Client:
         c = self._config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id, clean_session=True)
-        if c.username:
-            client.username_pw_set(c.username, c.password or None)
-        if c.tls:
-            client.tls_set(ca_certs=c.tls_ca or None, certfile=c.tls_cert or None, keyfile=c.tls_key or None)
+        client = make_client(c, c.client_id)
         client.will_set(self._availability, OFFLINE, qos=c.qos, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect

@@ -14,6 +14,11 @@ import time
 NOTIFY_SOCKET = "NOTIFY_SOCKET"
 
 
+def under_journald() -> bool:
+    """True when stderr goes to the journal, which stamps each line itself (no timestamps needed)."""
+    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+
+
 def notify(*assignments: str) -> bool:
     """Send e.g. ``notify("READY=1", "STATUS=running")``; False when not under systemd or it failed."""
     address = os.environ.get(NOTIFY_SOCKET)

@@ -7,6 +7,7 @@ saying why, where mosquitto is not installed.
 
 from __future__ import annotations
 
+import getpass
 import os
 import secrets
 import shutil
@@ -50,15 +51,21 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 class Broker:
     """One mosquitto process listening on 127.0.0.1:port."""
 
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, port: int | None = None, *, persistent: bool = False) -> None:
+        """``persistent`` keeps sessions across a restart (saved at stop), for durable subscribers."""
         self.port = port or free_port()
         self.conf = tmp / f"mosquitto-{self.port}.conf"
         self.log = tmp / f"mosquitto-{self.port}.log"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        persistence = f"persistence true\npersistence_location {tmp}/\n" if persistent else "persistence false\n"
+        # Run as ourselves: mosquitto started by root otherwise drops to a "mosquitto" user that cannot
+        # write its database into our temporary directory.
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n{persistence}"
+        )
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Broker:
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:
             self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 10, "mosquitto to listen")
         if self.process.poll() is not None:
@@ -82,8 +89,8 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
     made: list[Broker] = []
 
-    def make(port: int | None = None) -> Broker:
-        made.append(Broker(tmp_path, port))
+    def make(port: int | None = None, *, persistent: bool = False) -> Broker:
+        made.append(Broker(tmp_path, port, persistent=persistent))
         return made[-1]
 
     yield make
@@ -110,14 +117,20 @@ class Received:
 
 
 class Subscriber:
-    """A paho client recording everything on its topic filters, for asserting what a user would receive."""
+    """A paho client recording everything on its topic filters, for asserting what a user would receive.
 
-    def __init__(self, port: int, topics: list[str]) -> None:
+    With a ``durable_id`` the session outlives the connection (clean_session false, QoS 1): the broker
+    keeps what is published while the subscriber is away, which makes "published while we were not
+    looking" observable without racing the publisher.
+    """
+
+    def __init__(self, port: int, topics: list[str], durable_id: str | None = None) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._topics = topics
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{secrets.token_hex(4)}")
+        client_id = durable_id or f"test-sub-{secrets.token_hex(4)}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not durable_id)
         self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -146,11 +159,11 @@ class Subscriber:
 
 @pytest.fixture
 def subscribe() -> Iterator[Callable[..., Subscriber]]:
-    """``subscribe(port, [topic filters])`` -> a connected Subscriber, closed at teardown."""
+    """``subscribe(port, [topic filters], durable_id=None)`` -> a connected Subscriber, closed at teardown."""
     made: list[Subscriber] = []
 
-    def make(port: int, topics: list[str]) -> Subscriber:
-        made.append(Subscriber(port, topics))
+    def make(port: int, topics: list[str], durable_id: str | None = None) -> Subscriber:
+        made.append(Subscriber(port, topics, durable_id))
         return made[-1]
 
     yield make

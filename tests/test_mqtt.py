@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Broker, Subscriber, free_port, wait_until
+from conftest import Broker, Subscriber, wait_until
 
 from edge import discovery
 from edge.config import Config, load
@@ -61,9 +61,14 @@ def test_availability_is_retained_online_then_offline_on_stop(
 def test_broker_down_at_start_then_up_delivers_queued_events_in_order(
     tmp_path: Path, broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber], publishers
 ) -> None:
-    port = free_port()
-    pub = publishers(make_config(tmp_path, port, queue_size=5))
-    pub.start()  # nothing listens on the port yet: start must not block or fail
+    broker = broker_factory(persistent=True).start()
+    # A durable subscriber registered before the outage receives whatever reaches the broker later,
+    # whether it reconnects before or after the publisher does.
+    subscribe(broker.port, [f"{TOPICS.base}/#"], durable_id="durable-queue-test").close()
+    broker.stop()
+
+    pub = publishers(make_config(tmp_path, broker.port, queue_size=5))
+    pub.start()  # nothing listens on the port: start must neither block nor fail
     for i in range(8):
         pub.publish(TOPICS.events, json.dumps({"n": i}))
     pub.publish(TOPICS.state, "old", retain=True)
@@ -72,17 +77,13 @@ def test_broker_down_at_start_then_up_delivers_queued_events_in_order(
     assert pub.events_dropped == 3, "the bound of 5 keeps the newest 5 of 8 events"
     assert pub.queue_depth == 6, "5 events + the latest value of one retained topic"
 
-    broker = broker_factory(port)
     broker.start()
-    # The subscriber connects before the publisher's next retry (backoff starts at 1 s); a bounded wait
-    # on both sides keeps this free of timing assumptions.
-    sub = subscribe(port, [f"{TOPICS.base}/#"])
-    wait_until(lambda: len(sub.on(TOPICS.events)) == 5, 40, "the 5 queued events after the broker came up")
+    wait_until(lambda: pub.connected and pub.queue_depth == 0, 40, "the publisher to reconnect and send its queue")
+    sub = subscribe(broker.port, [f"{TOPICS.base}/#"], durable_id="durable-queue-test")
+    wait_until(lambda: len(sub.on(TOPICS.events)) == 5, 15, "the 5 queued events after the broker came up")
     assert [json.loads(m.payload)["n"] for m in sub.on(TOPICS.events)] == [3, 4, 5, 6, 7]
-    assert all(not m.retain for m in sub.on(TOPICS.events))
-    state = sub.wait_for(TOPICS.state)
-    assert state.text == "new" and [m.text for m in sub.on(TOPICS.state)] == ["new"]
-    assert pub.queue_depth == 0
+    sub.wait_for(TOPICS.state)
+    assert {m.text for m in sub.on(TOPICS.state)} == {"new"}, "only the latest retained value is kept"
 
 
 def test_subscriptions_deliver_and_survive_a_broker_restart(

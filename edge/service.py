@@ -1,0 +1,194 @@
+"""The service: frames from the source through the pipeline, out to MQTT, until told to stop.
+
+It outlives everything that can go away on a Pi (the broker: the publisher queues and reconnects;
+the camera: the reader reopens it) and stops only at the end of a file, after ``max_frames``, or on
+SIGTERM/SIGINT, when it ends every live track, publishes the final state and ``offline``, flushes
+the queue and exits within two seconds, as systemd expects of a unit it is stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge import __version__, payloads
+from edge.config import Config
+from edge.discovery import Discovery
+from edge.mqtt import MqttPublisher
+from edge.payloads import Topics
+from edge.pipeline import FrameResult, Pipeline
+from edge.sources import LatestFrameReader, open_source
+from edge.systemd import Watchdog, notify
+from edge.tracker import Track, TrackEvent
+
+log = logging.getLogger(__name__)
+
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+READ_TIMEOUT = 0.2  # seconds the loop waits for a frame before it looks at the clock and the stop flag
+STOP_BUDGET = 1.5  # seconds for the MQTT goodbye, inside systemd's and the issue's 2 s
+
+
+def cpu_temperature() -> float | None:
+    """°C from the kernel's first thermal zone (the SoC on a Pi); None where there is none (VMs, containers)."""
+    try:
+        return int(THERMAL_ZONE.read_text().strip()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class StatsWindow:
+    """Frames and stage times since the last stats message; stats report this period, not all time."""
+
+    started: float = field(default_factory=time.monotonic)
+    frames: int = 0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def add(self, timings_ms: dict[str, float]) -> None:
+        self.frames += 1
+        for stage, ms in timings_ms.items():
+            self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + ms
+
+    def means(self) -> dict[str, float]:
+        return {stage: total / self.frames for stage, total in self.stage_ms.items()} if self.frames else {}
+
+    def fps(self, now: float) -> float:
+        return self.frames / max(now - self.started, 1e-6)
+
+
+class Service:
+    """Runs one device: ``run()`` blocks until the source ends, ``max_frames`` or ``stop()``."""
+
+    def __init__(self, config: Config, *, max_frames: int | None = None) -> None:
+        self.config = config
+        self.max_frames = max_frames
+        self.topics = Topics.of(config.mqtt.topic_prefix, config.mqtt.device_id)
+        self.device = config.mqtt.device_id
+        self._stop = threading.Event()
+        self._watchdog = Watchdog()
+        self._window = StatsWindow()
+        self._frames = 0
+        self._last_ts = 0.0
+        self._state_key: tuple[int, str] | None = None
+        self._state_sent = 0.0
+        self._stats_sent = 0.0
+        self._started = 0.0
+        self.ready = threading.Event()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish; safe from a signal handler or another thread."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Raises ConfigError/ModelError/DetectorError/SourceError (named, one line) when it cannot start."""
+        self._started = time.monotonic()
+        c = self.config
+        self.pipeline = Pipeline.from_config(c)
+        self.publisher = MqttPublisher(c.mqtt, self.topics.availability)
+        s = c.source
+        opener = lambda: open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)  # noqa: E731
+        self.reader = LatestFrameReader(opener)  # opens the source: the last thing that may refuse to start
+        if c.homeassistant.enabled:
+            Discovery(c, self.publisher).attach()
+        self.publisher.start()
+        classifier = self.pipeline.classifier
+        log.info(
+            "ready in %.2f s: source %s, model %s… (%s), publishing to %s/ on %s:%d",
+            time.monotonic() - self._started,
+            self.reader.name,
+            classifier.sha256[:12],
+            classifier.backend,
+            self.topics.base,
+            c.mqtt.host,
+            c.mqtt.port,
+        )
+        self._publish_state(force=True)
+        self._stats_sent = time.monotonic()
+        notify("READY=1", f"STATUS=watching {self.reader.name}")
+        self.ready.set()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.reader.read(READ_TIMEOUT)
+            if frame is not None:
+                result = self.pipeline.process(frame)
+                self._last_ts = frame.ts
+                started = time.perf_counter()
+                self._publish_events(result.events, frame.ts)
+                self._publish_state()
+                self._window.add(self._timings(result, (time.perf_counter() - started) * 1000.0))
+                self._frames += 1
+            elif self.reader.ended:
+                log.info("%s: end of source after %d frames", self.reader.name, self._frames)
+                return
+            now = time.monotonic()
+            if now - self._state_sent >= self.config.mqtt.heartbeat:
+                self._publish_state(force=True)
+            if now - self._stats_sent >= self.config.mqtt.stats_interval:
+                self._publish_stats()
+            self._watchdog.ping()
+            if self.max_frames is not None and self._frames >= self.max_frames:
+                log.info("stopping after %d frames (--max-frames)", self._frames)
+                return
+
+    def _timings(self, result: FrameResult, publish_ms: float) -> dict[str, float]:
+        return {"capture": self.reader.capture_ms, **result.timings_ms, "publish": publish_ms}
+
+    def _shutdown(self) -> None:
+        notify("STOPPING=1")
+        self.reader.close(timeout=0.3)
+        self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
+        self._publish_state()
+        self._publish_stats()
+        self.publisher.stop(timeout=STOP_BUDGET)
+        log.info("stopped after %d frames", self._frames)
+
+    def _publish_events(self, events: list[TrackEvent], frame_ts: float) -> None:
+        now = time.time()
+        labels = self.pipeline.classifier.labels
+        for event in events:
+            # Event times are source times (file position or monotonic); date them by how long before
+            # the current frame they happened, on the wall clock subscribers share.
+            wall = now - max(0.0, frame_ts - event.ts)
+            body = payloads.event(event, device=self.device, wall=wall, labels=labels)
+            self.publisher.publish(self.topics.events, payloads.encode(body))
+            log.debug("event %s track %d %s %.2f", event.kind, event.track, event.emotion, event.confidence)
+
+    def _publish_state(self, *, force: bool = False) -> None:
+        """Retained state on a change of faces or dominant emotion, and at the heartbeat."""
+        tracks: list[Track] = self.pipeline.tracker.tracks  # live tracks: a face missed for one frame stays
+        body = payloads.state(tracks, device=self.device, wall=time.time(), labels=self.pipeline.classifier.labels)
+        key = payloads.state_key(body)
+        if force or key != self._state_key:
+            self.publisher.publish(self.topics.state, payloads.encode(body), retain=True)
+            self._state_key = key
+            self._state_sent = time.monotonic()
+
+    def _publish_stats(self) -> None:
+        now = time.monotonic()
+        w = self._window
+        figures = payloads.Stats(
+            fps=w.fps(now),
+            stages_ms=w.means(),
+            frames=self._frames,
+            frames_dropped=self.reader.dropped,
+            faces=len(self.pipeline.tracker.tracks),
+            queue_depth=self.publisher.queue_depth,
+            events_dropped=self.publisher.events_dropped,
+            cpu_temperature=cpu_temperature(),
+            uptime=now - self._started,
+            model_sha256=self.pipeline.classifier.sha256,
+            backend=self.pipeline.classifier.backend,
+            version=__version__,
+        )
+        body = payloads.stats(figures, device=self.device, wall=time.time())
+        self.publisher.publish(self.topics.stats, payloads.encode(body), retain=True)
+        self._window = StatsWindow(started=now)
+        self._stats_sent = now

@@ -1,0 +1,117 @@
+"""The command line as a user runs it (``python -m edge …`` in a subprocess): exit codes, one-line errors,
+and the subcommands that delegate to analyze/bench, and the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import REPO, Broker, Subscriber, edge_command, free_port, port_open
+
+from edge.cli import EX_CONFIG
+
+FIXTURES = REPO / "tests" / "fixtures" / "media"
+
+
+def edge(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(edge_command(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " ERROR " in f" {line}"]
+
+
+def test_check_config_accepts_the_example_and_shows_effective_settings(edge_env: dict[str, str]) -> None:
+    result = edge(edge_env, "check-config", "config.example.toml", "--show")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config.example.toml: OK\n")
+    assert '[mqtt]\nhost = "localhost"\nport = 1883\n' in result.stdout
+
+
+def test_bad_config_stops_check_and_run_with_one_line_naming_the_key(edge_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text('[mqtt]\nport = "abc"\n')
+    for command in (["check-config", str(bad)], ["run", "--config", str(bad)]):
+        result = edge(edge_env, *command)
+        assert result.returncode == EX_CONFIG, result.stderr
+        assert error_lines(result.stderr) == [
+            error_lines(result.stderr)[0].split("ERROR ")[0] + "ERROR config.toml: mqtt.port: "
+            "expected an integer 1..65535, got 'abc'"
+        ]
+    # Flags are checked the same way.
+    result = edge(edge_env, "run", "--mqtt-port", "70000")
+    assert result.returncode == EX_CONFIG
+    assert "command line: mqtt.port: expected an integer 1..65535, got 70000" in result.stderr
+    # And environment variables.
+    result = edge({**edge_env, "EMOTION_EDGE_MQTT_QOS": "3"}, "check-config")
+    assert result.returncode == EX_CONFIG
+    assert "EMOTION_EDGE_MQTT_QOS: mqtt.qos: expected an integer 0..2, got 3" in result.stderr
+
+
+def test_unusable_inputs_are_named_and_fatal(edge_env: dict[str, str], tmp_path: Path) -> None:
+    result = edge(edge_env, "run", "--source", str(tmp_path / "missing.mp4"), "--mqtt-port", str(free_port()))
+    assert result.returncode == 1
+    assert len(error_lines(result.stderr)) == 1 and "missing.mp4" in error_lines(result.stderr)[0]
+
+    corrupt = tmp_path / "model.tflite"
+    corrupt.write_bytes(b"not a model")
+    result = edge({**edge_env, "EMOTION_EDGE_CLASSIFIER_MODEL": str(corrupt)}, "run", "--source", "x")
+    assert result.returncode == 1
+    assert len(error_lines(result.stderr)) == 1 and "model" in error_lines(result.stderr)[0]
+
+
+def test_logs_are_plain_lines(edge_env: dict[str, str], tmp_path: Path) -> None:
+    result = edge(edge_env, "--log-level", "debug", "check-config", "/nonexistent.toml")
+    assert "\x1b[" not in result.stderr
+    assert error_lines(result.stderr) == [error_lines(result.stderr)[0]]
+    # Under systemd the journal stamps the time, so lines start with the level.
+    journald = edge({**edge_env, "JOURNAL_STREAM": "8:1234"}, "check-config", "/nonexistent.toml")
+    assert journald.stderr.startswith("ERROR /nonexistent.toml: config file not found")
+
+
+def test_analyze_delegates_and_keeps_stdout_to_json_lines(edge_env: dict[str, str]) -> None:
+    result = edge(edge_env, "analyze", str(FIXTURES / "three_faces.jpg"), "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 1 and {"frame", "ts", "faces"} <= set(records[0])
+    assert records[0]["faces"], "the fixture has faces"
+
+
+def test_bench_delegates_and_prints_figures(edge_env: dict[str, str]) -> None:
+    result = edge(edge_env, "bench", "--frames", "10")
+    assert result.returncode == 0, result.stderr
+    assert "fps" in result.stdout
+
+
+def demo_lines(stdout: str) -> list[tuple[str, str]]:
+    lines = [tuple(line.split(" ", 1)) for line in stdout.splitlines()]
+    assert all(len(line) == 2 for line in lines), stdout
+    return lines
+
+
+def test_demo_prints_what_a_subscriber_receives_and_leaves_nothing_retained(
+    edge_env: dict[str, str], broker: Broker, subscribe: Callable[..., Subscriber]
+) -> None:
+    args = ("demo", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--device-id", "testpi")
+    result = edge(edge_env, *args)
+    assert result.returncode == 0, result.stderr
+    lines = demo_lines(result.stdout)
+    base = "emotion-edge/testpi-demo"
+    assert lines[0] == (f"{base}/availability", "online") and lines[-1] == (f"{base}/availability", "offline")
+    kinds = {json.loads(payload)["type"] for topic, payload in lines if topic == f"{base}/events"}
+    assert {"start", "end"} <= kinds
+    assert any(topic == f"{base}/stats" for topic, _ in lines)
+    late = subscribe(broker.port, [f"{base}/#", "homeassistant/#"])
+    late.client.publish("probe/x", "x", qos=1).wait_for_publish(5)
+    assert [m.topic for m in late.messages if m.payload] == [], "the demo clears what it retained"
+
+
+def test_demo_starts_its_own_broker_when_none_listens(edge_env: dict[str, str]) -> None:
+    port = free_port()
+    result = edge(edge_env, "demo", "--mqtt-host", "localhost", "--mqtt-port", str(port))
+    assert result.returncode == 0, result.stderr
+    assert "started mosquitto on port" in result.stderr
+    assert any(topic.endswith("/events") for topic, _ in demo_lines(result.stdout))
+    assert not port_open(port)

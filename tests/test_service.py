@@ -1,0 +1,248 @@
+"""The service end to end: ``python -m edge run`` on the bundled clip of real faces, with the shipped
+model, publishing to a real mosquitto on a free port; what a subscriber receives is the contract."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Broker, Subscriber, edge_command, wait_until
+
+from edge import payloads
+from edge.emotions import EMOTIONS
+from edge.sources import DEMO_CLIP
+from edge.systemd import notify, watchdog_interval
+
+DEVICE = "testpi"
+BASE = f"emotion-edge/{DEVICE}"
+EVENT_KEYS = {"schema", "type", "ts", "device", "track", "emotion", "confidence", "scores", "box", "duration"}
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class ServiceProcess:
+    """``python -m edge run …`` in a subprocess, its stderr collected line by line for bounded waits."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            edge_command("run", *args), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_log(self, text: str, timeout: float = 20) -> None:
+        wait_until(lambda: text in self.log or self.process.poll() is not None, timeout, f"{text!r} in the log")
+        assert text in self.log, f"service exited with {self.process.returncode} before logging {text!r}:\n{self.log}"
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"service did not exit within {timeout}s:\n{self.log}")
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def service(edge_env: dict[str, str]) -> Iterator[Callable[..., ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def start(port: int, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+        flags = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--device-id", DEVICE, *args]
+        started.append(ServiceProcess(flags, {**edge_env, **(env or {})}))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.kill()
+
+
+def bodies(sub: Subscriber, leaf: str) -> list[dict]:
+    return [json.loads(m.payload) for m in sub.on(f"{BASE}/{leaf}")]
+
+
+def test_run_on_the_demo_clip_publishes_the_contract(
+    broker: Broker, subscribe: Callable[..., Subscriber], service: Callable[..., ServiceProcess]
+) -> None:
+    sub = subscribe(broker.port, [f"{BASE}/#", "homeassistant/#"])
+    run = service(broker.port, "--source", str(DEMO_CLIP))
+    assert run.wait() == 0, run.log
+
+    availability = [m.text for m in sub.on(f"{BASE}/availability")]
+    assert availability == ["online", "offline"]
+
+    events = bodies(sub, "events")
+    assert events, f"no events from a clip with faces:\n{run.log}"
+    assert all(not m.retain and m.qos == 1 for m in sub.on(f"{BASE}/events"))
+    for e in events:
+        assert set(e) == EVENT_KEYS
+        assert e["schema"] == payloads.SCHEMA and e["device"] == DEVICE and ISO_UTC.match(e["ts"])
+        assert e["type"] in ("start", "change", "end") and e["emotion"] in EMOTIONS
+        assert list(e["scores"]) == list(EMOTIONS) and abs(sum(e["scores"].values()) - 1) < 0.01
+        assert e["confidence"] == e["scores"][e["emotion"]]
+        assert len(e["box"]) == 4 and all(isinstance(v, int) for v in e["box"]) and e["box"][2] > 0
+        assert e["duration"] >= 0
+    by_track: dict[int, list[str]] = {}
+    for e in events:
+        by_track.setdefault(e["track"], []).append(e["type"])
+    for track, kinds in by_track.items():
+        assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("end") == 1, (track, kinds)
+
+    states = bodies(sub, "state")
+    assert all(m.retain is False for m in sub.on(f"{BASE}/state"))  # live delivery; retained checked below
+    for s in states:
+        assert set(s) == {"schema", "ts", "device", "faces", "emotion", "confidence", "scores"}
+        assert s["emotion"] in (*EMOTIONS, "none") and list(s["scores"]) == list(EMOTIONS)
+    assert states[0]["faces"] == 0 and states[0]["emotion"] == "none"
+    assert max(s["faces"] for s in states) >= 1
+    assert states[-1]["faces"] == 0, "every track has ended at the end of the clip"
+
+    stats = bodies(sub, "stats")[-1]
+    assert stats["schema"] == payloads.SCHEMA and stats["frames"] > 0 and stats["fps"] > 0
+    assert set(stats["stages_ms"]) == {"capture", "detect", "classify", "track", "publish"}
+    assert {"frames_dropped", "queue_depth", "events_dropped", "cpu_temperature", "uptime"} <= set(stats)
+    assert re.fullmatch(r"[0-9a-f]{64}", stats["model_sha256"])
+    assert any(m.topic.startswith("homeassistant/sensor/emotion_edge_testpi/") for m in sub.messages)
+
+    # No image leaves the device: every payload is small text.
+    assert all(len(m.payload) < 2000 for m in sub.messages)
+
+    # Retained topics, as a subscriber arriving afterwards (Home Assistant after a restart) sees them.
+    late = subscribe(broker.port, [f"{BASE}/#"])
+    for leaf in ("availability", "state", "stats"):
+        m = late.wait_for(f"{BASE}/{leaf}")
+        assert m.retain, f"{leaf} must be retained"
+    assert late.on(f"{BASE}/availability")[0].text == "offline"
+    assert json.loads(late.on(f"{BASE}/state")[0].payload) == states[-1]
+    assert not late.on(f"{BASE}/events"), "events are not retained"
+
+
+def test_last_will_marks_the_device_offline_after_sigkill(
+    broker: Broker, subscribe: Callable[..., Subscriber], service: Callable[..., ServiceProcess]
+) -> None:
+    sub = subscribe(broker.port, [f"{BASE}/availability"])
+    run = service(broker.port, "--source", str(DEMO_CLIP), "--loop")
+    sub.wait_for(f"{BASE}/availability", lambda m: m.text == "online", timeout=30)
+    run.process.send_signal(signal.SIGKILL)
+    run.wait()
+    # No goodbye was sent: this "offline" is the broker publishing the will when the socket died.
+    sub.wait_for(f"{BASE}/availability", lambda m: m.text == "offline", timeout=30)
+    late = subscribe(broker.port, [f"{BASE}/availability"])
+    m = late.wait_for(f"{BASE}/availability")
+    assert (m.text, m.retain) == ("offline", True)
+    assert "stopped after" not in run.log
+
+
+def test_sigterm_stops_cleanly_ending_live_tracks(
+    broker: Broker, subscribe: Callable[..., Subscriber], service: Callable[..., ServiceProcess]
+) -> None:
+    sub = subscribe(broker.port, [f"{BASE}/#"])
+    run = service(broker.port, "--source", str(DEMO_CLIP), "--loop")
+    sub.wait_for(f"{BASE}/events", lambda m: json.loads(m.payload)["type"] == "start", timeout=30)
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0, run.log
+    assert "SIGTERM: stopping" in run.log and "stopped after" in run.log
+    sub.wait_for(f"{BASE}/availability", lambda m: m.text == "offline")
+    started = {e["track"] for e in bodies(sub, "events") if e["type"] == "start"}
+    ended = {e["track"] for e in bodies(sub, "events") if e["type"] == "end"}
+    assert started == ended, "a clean stop ends every live track"
+    assert bodies(sub, "state")[-1]["faces"] == 0
+
+
+def test_broker_down_at_start_then_up_delivers_the_events_made_meanwhile(
+    broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber], service: Callable[..., ServiceProcess]
+) -> None:
+    broker = broker_factory(persistent=True).start()
+    subscribe(broker.port, [f"{BASE}/events"], durable_id="durable-service-test").close()
+    broker.stop()
+
+    run = service(broker.port, "--source", str(DEMO_CLIP), "--loop", "--log-level", "debug")
+    run.wait_for_log("unreachable")
+    run.wait_for_log("event start track 1 ", timeout=30)  # made while no broker listens
+    outage_ended = datetime.now().astimezone()
+    broker.start()
+    run.wait_for_log("connected to 127.0.0.1", timeout=60)
+    sub = subscribe(broker.port, [f"{BASE}/events"], durable_id="durable-service-test")
+    first = sub.wait_for(f"{BASE}/events")
+    body = json.loads(first.payload)
+    assert (body["type"], body["track"]) == ("start", 1), "the queue is delivered oldest first"
+    assert datetime.fromisoformat(body["ts"].replace("Z", "+00:00")) < outage_ended
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0, run.log
+
+
+def test_sd_notify_ready_watchdog_and_stopping(
+    broker: Broker, tmp_path: Path, service: Callable[..., ServiceProcess]
+) -> None:
+    """A real AF_UNIX datagram socket standing in for systemd's notify socket."""
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(30)
+        env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
+        run = service(broker.port, "--source", str(DEMO_CLIP), "--max-frames", "20", env=env)
+        received = []
+        while not any("STOPPING=1" in m for m in received):
+            try:
+                received.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pytest.fail(f"no STOPPING=1 from the service; got {received}\n{run.log}")
+        assert run.wait() == 0, run.log
+    assert received[0].startswith("READY=1")
+    assert "WATCHDOG=1" in received[1:-1]
+
+
+def test_notify_helpers_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify("READY=1") is False
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # another process's watchdog
+    assert watchdog_interval() is None
+    monkeypatch.delenv("WATCHDOG_PID")
+    assert watchdog_interval() == 15.0
+
+
+def test_the_runtime_never_imports_tensorflow() -> None:
+    code = (
+        "import sys, edge.cli, edge.service, edge.mqtt, edge.discovery, edge.pipeline\n"
+        "from edge.config import Config\n"
+        "edge.pipeline.Pipeline.from_config(Config())\n"  # loads the interpreter too
+        "assert 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if 'tensorflow' in m)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_state_summary_takes_the_emotion_most_faces_show() -> None:
+    class T:
+        def __init__(self, emotion: str, confidence: float) -> None:
+            self.emotion, self.confidence = emotion, confidence
+            self.scores = {label: 0.0 for label in EMOTIONS} | {emotion: confidence}
+
+    assert payloads.summarize([], EMOTIONS) == ("none", 0.0, dict.fromkeys(EMOTIONS, 0.0))
+    emotion, confidence, scores = payloads.summarize([T("happy", 0.6), T("sad", 0.9), T("happy", 0.8)], EMOTIONS)
+    assert (emotion, round(confidence, 3)) == ("happy", 0.7)
+    assert round(scores["happy"], 3) == round(1.4 / 3, 3) and round(scores["sad"], 3) == 0.3
+    assert payloads.summarize([T("sad", 0.9), T("happy", 0.6)], EMOTIONS)[0] == "sad", "ties go to confidence"
