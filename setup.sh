@@ -347,8 +347,10 @@ setup_edge() {
   if [ "$changes" -gt 0 ]; then as_root "$SERVICE_VENV/bin/python" -m compileall -q "$APP/edge" >/dev/null; fi
   ensure_user
   ensure_config
+  as_root "$SERVICE_VENV/bin/emotion-edge" check-config "$CONFIG" >/dev/null ||
+    die "$CONFIG is not valid (see above): fix it, then run setup.sh again"
   read -r host port < <(as_root cat "$CONFIG" | broker_of "$SERVICE_VENV/bin/python" /dev/stdin) ||
-    die "cannot read [mqtt] host and port from $CONFIG: check it with $SERVICE_VENV/bin/emotion-edge check-config"
+    die "cannot read [mqtt] host and port from $CONFIG"
   if is_local_host "$host"; then
     ensure_mosquitto "$port"
   else

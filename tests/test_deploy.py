@@ -23,7 +23,7 @@ SETUP = ROOT / "setup.sh"
 CI = ROOT / ".ci" / "run"
 UNIT = ROOT / "systemd" / "emotion-edge.service"
 README = ROOT / "README.md"
-DEMO_CLIP = ROOT / "edge" / "demo" / "faces.mp4"
+DEMO_CLIP = ROOT / "edge" / "demo" / "demo.mp4"
 SECURITY_LIMIT = 4.0
 
 
@@ -135,7 +135,7 @@ def test_ci_runs_the_readme_commands() -> None:
 
 def test_example_config_passes_check_config() -> None:
     result = subprocess.run(
-        [str(entry_point()), "check-config", "--config", str(ROOT / "config.example.toml")],
+        [str(entry_point()), "check-config", str(ROOT / "config.example.toml")],
         capture_output=True,
         text=True,
     )
