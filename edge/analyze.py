@@ -59,6 +59,10 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
     }
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 class CsvWriter:
     def __init__(self, out: TextIO, labels: tuple[str, ...]) -> None:
         self._writer = csv.writer(out, lineterminator="\n")
@@ -88,9 +92,10 @@ class Summary:
     For a constant-rate video a share of frames is a share of time; stills count one each.
     """
 
-    def __init__(self, source: str, labels: tuple[str, ...]) -> None:
+    def __init__(self, source: str, labels: tuple[str, ...], fps: float) -> None:
         self.source = source
         self.labels = labels
+        self.frame_time = 1.0 / fps if fps > 0 else 0.0
         self.frames = 0
         self.frames_with_faces = 0
         self.first_ts: float | None = None
@@ -122,7 +127,7 @@ class Summary:
             "source": self.source,
             "frames": self.frames,
             "frames_with_faces": self.frames_with_faces,
-            "seconds": round(self.last_ts - (self.first_ts or 0.0), 3),
+            "seconds": round(self.last_ts - (self.first_ts or 0.0) + self.frame_time, 3),
             "tracks": len(self._tracks),
             "overall": {"predominant": self._predominant(overall), "share": self._shares(overall)},
             "per_track": [
@@ -146,14 +151,14 @@ class Summary:
             return ", ".join(f"{label} {p:.0%}" for p, label in ranked) or "no faces"
 
         lines = [
-            f"{data['source']}: {data['frames']} frames ({data['frames_with_faces']} with faces), "
-            f"{data['seconds']:.1f} s, {data['tracks']} tracks",
+            f"{data['source']}: {plural(data['frames'], 'frame')} ({data['frames_with_faces']} with faces), "
+            f"{data['seconds']:.1f} s, {plural(data['tracks'], 'track')}",
             f"overall: {data['overall']['predominant']} ({shares(data['overall']['share'])})",
         ]
         for track in data["per_track"]:
             lines.append(
-                f"track {track['track']}: {track['first_ts']:.1f}-{track['last_ts']:.1f} s, {track['frames']} frames, "
-                f"{track['predominant']} ({shares(track['share'])})"
+                f"track {track['track']}: {track['first_ts']:.1f}-{track['last_ts']:.1f} s, "
+                f"{plural(track['frames'], 'frame')}, {track['predominant']} ({shares(track['share'])})"
             )
         return "\n".join(lines) + "\n"
 
@@ -180,7 +185,7 @@ def run(
         return 1
     stills = isinstance(source, (ImageSource, FolderSource))
     records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, pipeline.classifier.labels)
-    totals = Summary(source.name, pipeline.classifier.labels)
+    totals = Summary(source.name, pipeline.classifier.labels, source.fps)
     try:
         while (frame := source.read()) is not None:
             result = pipeline.process(frame)

@@ -36,12 +36,12 @@ class AnnotateError(RuntimeError):
 def draw(image: np.ndarray, tracks: list[Track]) -> np.ndarray:
     """A copy of ``image`` with each track's box and a "#id emotion 87%" label above it."""
     out = image.copy()
-    scale = max(0.4, out.shape[1] / 1280)
+    scale = max(0.5, out.shape[1] / 1280)  # text and lines grow with the picture, stay legible on small ones
     thickness = max(1, round(scale * 2))
     for track in tracks:
         x, y, w, h = track.box
         colour = COLOURS.get(track.emotion, (160, 160, 160))
-        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thickness)
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thickness + 1)
         label = f"#{track.id} {track.emotion} {track.confidence:.0%}"
         (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
         top = y - th - baseline - 4 if y - th - baseline - 4 >= 0 else y + h  # below the box at the top edge

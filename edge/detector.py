@@ -36,6 +36,8 @@ class Detector(Protocol):
 def find_cascade(cascade: str | None = None) -> Path:
     """The cascade file: ``cascade`` as a path, or as a name looked up where OpenCV installs ship them."""
     if cascade and (Path(cascade).is_file() or "/" in cascade):
+        if not Path(cascade).is_file():
+            raise DetectorError(f"{cascade}: Haar cascade file not found")
         return Path(cascade)
     name = cascade or DEFAULT_CASCADE
     folders = [Path(cv2.data.haarcascades)] if hasattr(cv2, "data") else []
@@ -70,7 +72,7 @@ class HaarDetector:
         self._cascade = cv2.CascadeClassifier()
         try:
             # load() rather than the constructor: it reports failure instead of leaving an empty classifier.
-            loaded = path.is_file() and self._cascade.load(str(path))
+            loaded = self._cascade.load(str(path))
         except cv2.error:  # malformed XML raises instead of returning False
             loaded = False
         if not loaded:

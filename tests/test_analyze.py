@@ -53,7 +53,7 @@ def test_jsonl_stdout_is_one_json_object_per_frame_and_nothing_else(clip_jsonl):
 
 def test_summary_goes_to_stderr_when_no_file_is_given(clip_jsonl):
     done, _ = clip_jsonl
-    assert f"{DEMO_CLIP}: 90 frames (90 with faces), 5.9 s, 3 tracks" in done.stderr
+    assert f"{DEMO_CLIP}: 90 frames (90 with faces), 6.0 s, 3 tracks" in done.stderr
     assert "\noverall: " in done.stderr and "\ntrack 3: 1.0-3.9 s, " in done.stderr
 
 

@@ -73,7 +73,7 @@ def test_default_cascade_is_found_where_opencv_ships_it():
 def test_missing_or_broken_cascade_is_named(tmp_path):
     with pytest.raises(DetectorError, match=r"Haar cascade nope.xml not found in .*install opencv-data"):
         HaarDetector(cascade="nope.xml")
-    with pytest.raises(DetectorError, match=r"/missing/face.xml: not a loadable Haar cascade"):
+    with pytest.raises(DetectorError, match=r"/missing/face.xml: Haar cascade file not found"):
         HaarDetector(cascade="/missing/face.xml")
     broken = tmp_path / "broken.xml"
     broken.write_text("<opencv_storage><cascade>truncated")

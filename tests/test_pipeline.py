@@ -87,6 +87,7 @@ def test_bad_model_or_cascade_in_config_is_named(tmp_path):
     with pytest.raises(ModelError, match=r"missing.tflite: model file not found"):
         Pipeline.from_config(config)
     config = Config()
+    (tmp_path / "faces.xml").write_text("not a cascade")
     config.detector.cascade = str(tmp_path / "faces.xml")
     with pytest.raises(DetectorError, match=r"faces.xml: not a loadable Haar cascade"):
         Pipeline.from_config(config)

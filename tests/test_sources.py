@@ -224,6 +224,17 @@ def test_picamera2_without_camera_or_module_or_frames_raises_source_error(picame
         Picamera2Source()
 
 
+def test_a_broken_picamera2_install_is_told_apart_from_a_missing_one(monkeypatch, tmp_path):
+    # A stand-in picamera2 that fails to import as the real one does when numpy 2 got into the venv.
+    (tmp_path / "picamera2.py").write_text(
+        'raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")'
+    )
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SourceError, match=r"picamera2: installed but cannot be imported \(numpy.dtype size changed"):
+        Picamera2Source()
+
+
 def test_picamera2_capture_failure_is_a_source_error(picamera2, monkeypatch):
     source = Picamera2Source()
     monkeypatch.setattr(picamera2, "fail_capture", True)
@@ -271,7 +282,8 @@ def test_reader_keeps_only_the_newest_live_frame_and_counts_the_rest():
             target = camera.reads + 3  # a slow consumer: the camera delivers three frames meanwhile
             wait_for(lambda t=target: camera.reads >= t, "three more captures")
             seen.append(reader.read(timeout=5).index)
-    assert all(b - a >= 3 for a, b in zip(seen, seen[1:])), seen
+    # at least two newer frames were handed over between reads (the third capture may still be in flight)
+    assert all(b - a >= 2 for a, b in zip(seen, seen[1:])), seen
     assert reader.dropped >= sum(b - a - 1 for a, b in zip(seen, seen[1:]))
     assert reader.queue_depth in (0, 1)
 
@@ -312,14 +324,16 @@ def test_reader_reconnects_a_vanished_camera_logging_each_state_change_once(capl
     ]
 
 
-def test_reader_surfaces_a_file_error_and_closes_promptly(tmp_path):
+def test_reader_surfaces_a_file_error_even_after_its_thread_is_done(tmp_path):
     images = tmp_path / "stills"
     images.mkdir()
     (images / "bad.jpg").write_bytes(b"broken")
     reader = LatestFrameReader(lambda: FolderSource(images))
+    wait_for(lambda: reader.state == "ended", "the capture thread to finish")
+    assert not reader.ended  # not until the consumer has been told why
     with pytest.raises(SourceError, match=r"stills: none of its images is readable"):
-        while not reader.ended:
-            reader.read(timeout=5)
+        reader.read(timeout=5)
+    assert reader.ended and reader.read(timeout=0) is None
     reader.close()
     assert not reader._thread.is_alive()
 

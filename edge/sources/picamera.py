@@ -27,8 +27,10 @@ class Picamera2Source:
     def __init__(self, *, width: int = 640, height: int = 480, fps: float = 0, camera: int = 0) -> None:
         try:
             from picamera2 import Picamera2
-        except ImportError:
+        except ModuleNotFoundError:
             raise SourceError(f"picamera2: not installed ({INSTALL_HINT})") from None
+        except (ImportError, ValueError, RuntimeError) as exc:  # e.g. "numpy.dtype size changed": numpy 2 in the venv
+            raise SourceError(f"picamera2: installed but cannot be imported ({exc})") from None
         if not Picamera2.global_camera_info():
             raise SourceError("picamera2: no camera attached (check the ribbon cable; `rpicam-hello --list-cameras`)")
         self.fps = float(fps)

@@ -28,7 +28,8 @@ class LatestFrameReader:
     ``read()`` returns the newest frame not yet returned, or None after ``timeout`` or at the end
     (``ended`` tells which). Live frames are renumbered by the reader, so gaps in ``index`` are the
     dropped frames across reconnects too. ``capture_ms`` is a moving average of the time spent in
-    the source's ``read()``, which for a camera includes waiting for its next frame.
+    the source's ``read()``, which for a camera includes waiting for its next frame. ``state`` is
+    "running", "reconnecting" or "ended", for health reporting.
     """
 
     def __init__(
@@ -58,8 +59,8 @@ class LatestFrameReader:
 
     @property
     def ended(self) -> bool:
-        """True once a file source has ended (or failed, or the reader closed) and its last frame was read."""
-        return self.state == ENDED and self._frame is None
+        """True once the source has ended (or the reader closed) and its last frame, or its error, was read."""
+        return self.state == ENDED and self._frame is None and self._error is None
 
     def read(self, timeout: float | None = None) -> Frame | None:
         with self._cond:
@@ -130,7 +131,7 @@ class LatestFrameReader:
         while not self._stopping.wait(delay):
             try:
                 self._source = self._opener()
-            except SourceError:
+            except Exception:  # whatever a half-enumerated device throws, the answer is to try again later
                 delay = min(delay * 2, retry_max)
                 continue
             log.info("%s: capturing again", self.name)
