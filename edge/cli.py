@@ -204,6 +204,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _add_log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -225,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="TOML config (default: $EMOTION_EDGE_CONFIG, else "
                        "/etc/emotion-edge/config.toml if present, else built-in defaults)")  # fmt: skip
         p.add_argument("--source", metavar="SRC", help="auto, picamera2, 0, /dev/video0, a file/folder, a URL")
-        p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+        p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
         p.add_argument("--mqtt-host", metavar="HOST")
         p.add_argument("--mqtt-port", type=int, metavar="PORT")
         p.add_argument("--device-id", metavar="ID", help="topic level naming this device (default: hostname)")
@@ -253,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="frames per second, per-stage times and memory on a clip")
     bench.add_argument("src", nargs="?", metavar="SRC", help="video, image or folder (default: the bundled clip)")
-    bench.add_argument("--frames", type=int, default=300, metavar="N", help="frames to time (300)")
+    bench.add_argument("--frames", type=_positive, default=300, metavar="N", help="frames to time (300)")
     bench.add_argument("--config", metavar="FILE", help="take [detector]/[classifier]/[tracker] from this file")
     _add_log_level(bench)
     bench.set_defaults(func=cmd_bench)

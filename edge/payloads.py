@@ -43,6 +43,16 @@ class TrackLike(Protocol):
     scores: dict[str, float]
 
 
+class EventLike(TrackLike, Protocol):
+    """edge.tracker.TrackEvent, as far as the payload reads it."""
+
+    kind: str
+    track: int
+    box: tuple[int, int, int, int]
+    started: float
+    ts: float
+
+
 def iso_utc(wall: float) -> str:
     """ISO 8601 in UTC with milliseconds and a Z, which every JSON consumer parses."""
     return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -61,7 +71,7 @@ def _scores(scores: Mapping[str, float], labels: Sequence[str]) -> dict[str, flo
     return {label: _prob(scores.get(label, 0.0)) for label in labels}
 
 
-def event(event: Any, *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
+def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
     """One track event (start/change/end); ``duration`` is seconds the face has been seen so far."""
     return {
         "schema": SCHEMA,

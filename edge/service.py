@@ -62,6 +62,11 @@ class StatsWindow:
 class Service:
     """Runs one device: ``run()`` blocks until the source ends, ``max_frames`` or ``stop()``."""
 
+    # Built by run(), not __init__: each may refuse to start, and run() is where that is reported.
+    pipeline: Pipeline
+    publisher: MqttPublisher
+    reader: LatestFrameReader
+
     def __init__(self, config: Config, *, max_frames: int | None = None) -> None:
         self.config = config
         self.max_frames = max_frames
