@@ -51,8 +51,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 class Broker:
     """One mosquitto process listening on 127.0.0.1:port."""
 
-    def __init__(self, tmp: Path, port: int | None = None, *, persistent: bool = False) -> None:
-        """``persistent`` keeps sessions across a restart (saved at stop), for durable subscribers."""
+    def __init__(self, tmp: Path, port: int | None = None, *, persistent: bool = False, listener: str = "") -> None:
+        """``persistent`` keeps sessions across a restart (saved at stop), for durable subscribers;
+        ``listener`` adds lines to the listener's settings (TLS, authentication)."""
         self.port = port or free_port()
         self.conf = tmp / f"mosquitto-{self.port}.conf"
         self.log = tmp / f"mosquitto-{self.port}.log"
@@ -60,7 +61,8 @@ class Broker:
         # Run as ourselves: mosquitto started by root otherwise drops to a "mosquitto" user that cannot
         # write its database into our temporary directory.
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n{persistence}"
+            f"per_listener_settings true\nuser {getpass.getuser()}\n{persistence}"
+            f"listener {self.port} 127.0.0.1\n{listener or 'allow_anonymous true'}\n"
         )
         self.process: subprocess.Popen | None = None
 
@@ -89,8 +91,8 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")
     made: list[Broker] = []
 
-    def make(port: int | None = None, *, persistent: bool = False) -> Broker:
-        made.append(Broker(tmp_path, port, persistent=persistent))
+    def make(port: int | None = None, *, persistent: bool = False, listener: str = "") -> Broker:
+        made.append(Broker(tmp_path, port, persistent=persistent, listener=listener))
         return made[-1]
 
     yield make

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -146,3 +148,48 @@ def test_discovery_describes_sensors_and_is_resent_on_home_assistant_birth(
     sub.client.publish("homeassistant/status", "online")
     wait_until(lambda: len(sub.messages) >= before + len(topics), 10, "discovery re-sent after the birth message")
     assert len(sub.messages) == before + len(topics)
+
+
+def make_pki(tmp_path: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (EC keys: fast)."""
+    names = ("ca.key", "ca.crt", "server.key", "server.crt", "client.key", "client.crt")
+    files = {name: tmp_path / name for name in names}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for who, ext in (("server", ["-extfile", "san.ext"]), ("client", [])):
+        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}")
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{who}.crt", "-days", "1", *ext)  # fmt: skip
+    return files
+
+
+@pytest.mark.skipif(not shutil.which("openssl") or not shutil.which("mosquitto_passwd"), reason="needs openssl")
+def test_tls_with_client_certificate_and_password(
+    tmp_path: Path, broker_factory: Callable[..., Broker], publishers, caplog: pytest.LogCaptureFixture
+) -> None:
+    pki = make_pki(tmp_path)
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "pi", "s3cret"], check=True)
+    broker = broker_factory(
+        listener=f"allow_anonymous false\npassword_file {passwords}\ncafile {pki['ca.crt']}\n"
+        f"certfile {pki['server.crt']}\nkeyfile {pki['server.key']}\nrequire_certificate true\n"
+    ).start()
+    tls = {"tls_ca": str(pki["ca.crt"]), "tls_cert": str(pki["client.crt"]), "tls_key": str(pki["client.key"])}
+
+    good = publishers(make_config(tmp_path, broker.port, username="pi", password="s3cret", **tls))
+    echoed: list[bytes] = []
+    good.subscribe(TOPICS.availability, lambda _topic, payload: echoed.append(payload))
+    good.start()
+    wait_until(lambda: b"online" in echoed, 15, "the TLS client's own retained 'online' back from the broker")
+
+    wrong = publishers(make_config(tmp_path, broker.port, username="pi", password="wrong", **tls))
+    wrong.start()
+    refused = lambda: [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]  # noqa: E731
+    wait_until(lambda: refused(), 15, "the broker to refuse a wrong password")
+    assert refused() == [f"MQTT: broker 127.0.0.1:{broker.port} refused the connection: Not authorized"]
+    assert not wrong.connected
