@@ -29,8 +29,10 @@ class FrameResult:
 
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
-    """The face at full resolution, without a margin: Haar's box frames a face as FER-2013's crops do
-    (box side / face side measured at 1.00 on the bundled clip), which is what the model was trained on."""
+    """The face at full resolution, without a margin: Haar's box frames a face much as FER-2013's crops
+    do (box side / face side 1.00 on average over the bundled clip). Measured with a training checkpoint
+    on 428 FER test faces composed into 640x480 frames: accuracy 48.6% with the box as is, 45.3% with
+    10% cut off each side, 40.9% and 32.0% with 10% and 20% added (the original crops: 50.2%)."""
     x, y, w, h = box
     return image[y : y + h, x : x + w]
 
