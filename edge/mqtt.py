@@ -45,6 +45,7 @@ def make_client(config: MqttConfig, client_id: str) -> mqtt.Client:
     """A paho client with the configured credentials and TLS, for the publisher and for subscribers
     (the demo) that must reach the same broker the same way."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client.enable_logger(log.getChild("paho"))  # packet traces at --log-level debug, callback errors always
     if config.username:
         client.username_pw_set(config.username, config.password or None)
     if config.tls:
