@@ -7,7 +7,6 @@ and backend, and does the quantisation arithmetic the int8 model needs; the benc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,12 +18,6 @@ from edge.model_card import ModelCard, ModelError, TensorSpec, card_path, sha256
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "emotion_int8.tflite"
-MODEL_ENV = "EMOTION_EDGE_MODEL"
-
-
-def default_model_path() -> Path:
-    """The shipped model, unless EMOTION_EDGE_MODEL points elsewhere (a retrained one, say)."""
-    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
 
 
 class EmotionClassifier:
@@ -61,7 +54,7 @@ class EmotionClassifier:
 
         The sha256 check is what stops a model from running with another model's labels.
         """
-        model_path = Path(path) if path is not None else default_model_path()
+        model_path = Path(path) if path is not None else DEFAULT_MODEL
         try:
             content = model_path.read_bytes()
         except FileNotFoundError:

@@ -206,7 +206,7 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
     """EMOTION_EDGE_<SECTION>_<KEY>; a variable naming a known section but no key of it is an error
-    (a typo), others with the prefix (EMOTION_EDGE_MODEL, EMOTION_EDGE_CONFIG) belong to other code."""
+    (a typo), EMOTION_EDGE_CONFIG names the file itself."""
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue

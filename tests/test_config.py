@@ -47,9 +47,9 @@ def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert c.origins["mqtt.host"] == "config.toml" and c.origins["mqtt.port"] == "EMOTION_EDGE_MQTT_PORT"
 
 
-def test_other_emotion_edge_variables_are_left_alone(tmp_path: Path) -> None:
-    # EMOTION_EDGE_MODEL belongs to the classifier and EMOTION_EDGE_CONFIG to this module's file lookup.
-    load(write(tmp_path, ""), env={"EMOTION_EDGE_MODEL": "/x.tflite", "EMOTION_EDGE_CONFIG": "/y.toml"})
+def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
+    # EMOTION_EDGE_CONFIG names the file to read; it is not a [config] section.
+    load(write(tmp_path, ""), env={"EMOTION_EDGE_CONFIG": "/y.toml"})
 
 
 @pytest.mark.parametrize(
