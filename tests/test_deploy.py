@@ -149,14 +149,16 @@ SANDBOX = r"""
 import errno, os, subprocess, sys
 import seccomp
 
-def expand(groups):
-    out = subprocess.run(["systemd-analyze", "syscall-filter", *groups], check=True, capture_output=True, text=True)
-    names = set()
-    for line in out.stdout.splitlines():
-        item = line.strip()
-        if item and not item.startswith("#") and line.startswith(" "):
-            names |= expand([item]) if item.startswith("@") else {item}
-    return names
+listing = subprocess.run(["systemd-analyze", "syscall-filter"], check=True, capture_output=True, text=True).stdout
+groups = {}
+for line in listing.splitlines():
+    if line.startswith("@"):
+        members = groups[line.split()[0]] = []
+    elif line.strip() and not line.strip().startswith("#") and line.startswith(" "):
+        members.append(line.strip())
+
+def expand(names):
+    return set().union(*(expand(groups[n]) if n.startswith("@") else {n} for n in names))
 
 def rule(syscall_filter, action, name, *args):
     try:
