@@ -180,7 +180,7 @@ pip_install() {
   local venv=$1 spec=$2 run=()
   [ "${3:-}" = sudo ] && run=("${SUDO[@]}")
   pip_needed "$venv" "$spec" || return 0
-  log "pip install -e '$spec' into $venv (a few minutes on a Pi)"
+  log "pip install -e '$spec' into $venv"
   "${run[@]}" env PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore \
     "$venv/bin/python" -m pip install -q -e "$spec" || die "pip could not install $spec into $venv (see above)"
   pip_stamp "$venv" "$spec" | "${run[@]}" tee "$venv/.setup-stamp" >/dev/null

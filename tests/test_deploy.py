@@ -12,6 +12,7 @@ import configparser
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,64 @@ def test_setup_help_names_every_mode() -> None:
     result = subprocess.run([str(SETUP), "--help"], capture_output=True, text=True, check=True)
     for mode in ("--edge", "--train", "--dev"):
         assert mode in result.stdout
+
+
+def run_setup_copy(tmp_path: Path, env: dict[str, str], wrap: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``setup.sh --dev`` from a bare copy of the checkout, so pip would have work to do.
+
+    Each caller makes one pre-flight check fail; the apt step before those checks only installs what is
+    missing, so with setup.sh --dev's packages present nothing on the machine changes.
+    """
+    for package in ("python3", "python3-venv"):
+        status = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Status}", package], capture_output=True, text=True)
+        if status.stdout != "installed":
+            pytest.skip(f"{package} not installed (./setup.sh --dev installs it)")
+    for name in ("setup.sh", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    command = [*wrap, str(tmp_path / "setup.sh"), "--dev"]
+    result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert not (tmp_path / ".venv").exists(), "a failed pre-flight check must change nothing"
+    return result
+
+
+def test_setup_stops_early_without_the_package_index(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: connection refused at once
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/simple/"
+    result = run_setup_copy(tmp_path, {"PIP_INDEX_URL": url})
+    assert result.returncode == 1
+    assert f"setup: error: cannot reach the Python package index {url}" in result.stderr
+
+
+def test_setup_refuses_a_python_older_than_3_9(tmp_path: Path) -> None:
+    python = tmp_path / "python3.8"
+    python.write_text('#!/bin/sh\ncase "$*" in *version_info*) exit 1 ;; *) echo 3.8.18 ;; esac\n')
+    python.chmod(0o755)
+    result = run_setup_copy(tmp_path, {"PYTHON": str(python)})
+    assert result.returncode == 1
+    assert f"setup: error: {python} is Python 3.8.18: emotion-edge needs Python 3.9 or newer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("os_release", "message"),
+    [
+        (
+            'PRETTY_NAME="Fedora Linux 40"\nID=fedora\nVERSION_ID=40\n',
+            "unsupported OS Fedora Linux 40: setup.sh needs apt",
+        ),
+        ('PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nID=debian\nVERSION_ID="11"\n', "needs Debian 12 (bookworm)"),
+    ],
+)
+def test_setup_refuses_an_unsupported_os(tmp_path: Path, os_release: str, message: str) -> None:
+    """/etc/os-release is swapped in a private mount namespace (root only: CI runs as root)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private mount namespace")
+    fake = tmp_path / "os-release"
+    fake.write_text(os_release)
+    swap = f'mount --bind {fake} /etc/os-release && exec "$@"'
+    result = run_setup_copy(tmp_path, {}, ("unshare", "--mount", "--propagation", "private", "sh", "-c", swap, "sh"))
+    assert result.returncode == 1
+    assert "setup: error: " in result.stderr and message in result.stderr
 
 
 def test_unit_runs_what_setup_installs() -> None:
