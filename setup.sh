@@ -121,13 +121,26 @@ check_python() {
     die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'): emotion-edge needs Python 3.9 or newer"
 }
 
+# Reachability only: any answer, even an HTTP error or a certificate pip's own settings may accept, will do.
 check_index() {
-  "$PYTHON" - "$INDEX_URL" <<'EOF' || die "cannot reach the Python package index $INDEX_URL: check the network (or a proxy: https_proxy, PIP_INDEX_URL)"
+  local reason
+  reason=$("$PYTHON" - "$INDEX_URL" 2>&1 <<'EOF'
+import ssl
 import sys
+import urllib.error
 import urllib.request
 
-urllib.request.urlopen(sys.argv[1].rstrip("/") + "/pip/", timeout=20)
+try:
+    urllib.request.urlopen(sys.argv[1].rstrip("/") + "/pip/", timeout=20)
+except urllib.error.HTTPError:
+    pass
+except urllib.error.URLError as exc:
+    if not isinstance(exc.reason, ssl.SSLError):
+        sys.exit(str(exc.reason))
+except OSError as exc:
+    sys.exit(str(exc))
 EOF
+  ) || die "cannot reach the Python package index $INDEX_URL ($reason): check the network, or the proxy (https_proxy, PIP_INDEX_URL)"
 }
 
 # --- Debian packages --------------------------------------------------------------------------------------
