@@ -8,21 +8,13 @@ Exit codes: 0 success; 1 a named input could not be used (model, camera, file, b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from edge import __version__
-from edge.config import Config, ConfigError, load, to_toml
+from edge.config import ConfigError, load, to_toml
 from edge.detector import DetectorError
 from edge.litert import BackendError
 from edge.model_card import ModelError
@@ -32,7 +24,6 @@ from edge.systemd import under_journald
 log = logging.getLogger("edge")
 
 EX_CONFIG = 78
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def configure_logging(level: str) -> None:
@@ -54,27 +45,12 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in flags.items() if value is not None}
 
 
-def _serve(config: Config, max_frames: int | None) -> int:
-    """Run the service in this (main) thread with SIGTERM/SIGINT wired to a clean stop."""
-    from edge.service import Service
-
-    service = Service(config, max_frames=max_frames)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        service.stop()
-        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    service.run()
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config, overrides=_run_overrides(args))
     configure_logging(config.logging.level)
-    return _serve(config, args.max_frames)
+    from edge.service import serve
+
+    return serve(config, args.max_frames)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -100,108 +76,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _demo_broker(config: Config) -> Iterator[None]:
-    """Use the configured broker if it answers; else, for a local one, a throwaway mosquitto on a free port."""
-    mqtt = config.mqtt
-    if _port_open(mqtt.host, mqtt.port):
-        yield
-        return
-    mosquitto = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto")
-    if mqtt.host not in LOCAL_HOSTS or mosquitto is None:
-        hint = "" if mqtt.host not in LOCAL_HOSTS else " and mosquitto is not installed (sudo apt install mosquitto)"
-        raise ConnectionError(f"no MQTT broker answers on {mqtt.host}:{mqtt.port}{hint}")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        mqtt.host, mqtt.port = "127.0.0.1", s.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="emotion-edge-demo-") as tmp:
-        conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {mqtt.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(100):
-                if _port_open(mqtt.host, mqtt.port) or broker.poll() is not None:
-                    break
-                threading.Event().wait(0.05)
-            if broker.poll() is not None:
-                raise ConnectionError(f"{mosquitto} exited at start (code {broker.returncode})")
-            log.info("demo: no broker on localhost; started mosquitto on port %d for the demo", mqtt.port)
-            yield
-        finally:
-            broker.terminate()
-            broker.wait(5)
-
-
-class _Printer:
-    """Subscribes to the demo device's topics and prints what arrives, as ``topic payload`` lines."""
-
-    def __init__(self, config: Config, topics: Any) -> None:
-        from edge.mqtt import make_client
-
-        self.topics = topics
-        self.count = 0
-        self.offline = threading.Event()
-        subscribed = threading.Event()
-        self.client = make_client(config.mqtt, f"{config.mqtt.client_id}-viewer")
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{topics.base}/#", qos=1)
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
-        self.client.loop_start()
-        if not subscribed.wait(10):
-            raise ConnectionError(f"could not subscribe on {config.mqtt.host}:{config.mqtt.port}")
-
-    def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
-        if msg.retain:  # left by an earlier run: not something this run published
-            return
-        self.count += 1
-        print(f"{msg.topic} {msg.payload.decode(errors='replace')}", flush=True)
-        if msg.topic == self.topics.availability and msg.payload == b"offline":
-            self.offline.set()
-
-    def close(self) -> None:
-        """Clear the demo device's retained topics so the broker keeps nothing of a demo."""
-        self.client.unsubscribe(f"{self.topics.base}/#")
-        for topic in (self.topics.availability, self.topics.state, self.topics.stats):
-            self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(2)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.payloads import Topics
+    from edge import demo
 
     overrides = _run_overrides(args)
     overrides.setdefault("source.spec", str(DEMO_CLIP))
     overrides.update({"homeassistant.enabled": False, "mqtt.stats_interval": 2.0})
     config = load(args.config, overrides=overrides)
     configure_logging(config.logging.level)
-    # Its own device id, so a demo beside the real service never touches the service's topics.
-    config.mqtt.device_id = f"{config.mqtt.device_id}-demo"
-    topics = Topics.of(config.mqtt.topic_prefix, config.mqtt.device_id)
-    try:
-        with _demo_broker(config):
-            printer = _Printer(config, topics)
-            log.info("demo: %s -> %s:%d, printing what a subscriber of %s/# receives",
-                     config.source.spec, config.mqtt.host, config.mqtt.port, topics.base)  # fmt: skip
-            try:
-                code = _serve(config, args.max_frames)
-                printer.offline.wait(3)
-            finally:
-                printer.close()
-    except (ConnectionError, OSError) as exc:
-        log.error("demo: %s", exc)
-        return 1
-    log.info("demo: %d messages received", printer.count)
-    return code
+    return demo.run(config, args.max_frames)
 
 
 def _positive(text: str) -> int:

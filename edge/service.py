@@ -9,6 +9,7 @@ the queue and exits within two seconds, as systemd expects of a unit it is stopp
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -197,3 +198,18 @@ class Service:
         self.publisher.publish(self.topics.stats, payloads.encode(body), retain=True)
         self._window = StatsWindow(started=now)
         self._stats_sent = now
+
+
+def serve(config: Config, max_frames: int | None = None) -> int:
+    """Run the service in this (main) thread with SIGTERM/SIGINT wired to a clean stop."""
+    service = Service(config, max_frames=max_frames)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        service.stop()
+        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    service.run()
+    return 0
