@@ -28,9 +28,9 @@ readonly CHECKOUT
 PYTHON=${PYTHON:-/usr/bin/python3}
 INDEX_URL=${PIP_INDEX_URL:-https://pypi.org/simple/}
 
-mode=edge
 changes=0
 apt_updated=0
+SUDO=()
 
 log() { printf 'setup: %s\n' "$*"; }
 die() {
@@ -46,29 +46,6 @@ usage() {
   sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --edge) mode=edge ;;
-    --train) mode=train ;;
-    --dev) mode=dev ;;
-    -h | --help)
-      usage
-      exit 0
-      ;;
-    *)
-      usage >&2
-      die "unknown option: $1"
-      ;;
-  esac
-  shift
-done
-
-if [ "$(id -u)" -eq 0 ]; then
-  SUDO=()
-else
-  command -v sudo >/dev/null || die "run this as root, or install sudo: it needs root for apt-get and /etc"
-  SUDO=(sudo)
-fi
 as_root() { "${SUDO[@]}" "$@"; }
 
 # --- checks that fail early, before anything is changed -------------------------------------------------
@@ -238,23 +215,20 @@ ensure_config() {
   changed "wrote the default $CONFIG (edit it, then: sudo systemctl restart emotion-edge)"
 }
 
-# Prints "HOST PORT" of the broker a config names (defaults: localhost 1883).
+# Prints "HOST PORT" of the broker the TOML on stdin names (defaults: localhost 1883). PYTHON is the venv's:
+# it has tomli where Python < 3.11 lacks tomllib.
 broker_of() {
-  "$1" - "$2" <<'EOF'
+  "$1" -c '
 import sys
 
 try:
     import tomllib
-except ImportError:  # Python < 3.11: the venv has tomli (a dependency there)
+except ImportError:
     import tomli as tomllib
 
-try:
-    with open(sys.argv[1], "rb") as f:
-        mqtt = tomllib.load(f).get("mqtt", {})
-except FileNotFoundError:
-    mqtt = {}
+mqtt = tomllib.loads(sys.stdin.read()).get("mqtt", {})
 print(mqtt.get("host", "localhost"), mqtt.get("port", 1883))
-EOF
+'
 }
 
 is_local_host() {
@@ -362,7 +336,7 @@ setup_edge() {
   ensure_config
   as_root "$SERVICE_VENV/bin/emotion-edge" check-config "$CONFIG" >/dev/null ||
     die "$CONFIG is not valid (see above): fix it, then run setup.sh again"
-  read -r host port < <(as_root cat "$CONFIG" | broker_of "$SERVICE_VENV/bin/python" /dev/stdin) ||
+  read -r host port < <(as_root cat "$CONFIG" | broker_of "$SERVICE_VENV/bin/python") ||
     die "cannot read [mqtt] host and port from $CONFIG"
   if is_local_host "$host"; then
     ensure_mosquitto "$port"
@@ -382,10 +356,37 @@ setup_workstation() {
   if [ "$extra" = dev ]; then ensure_mosquitto 1883; fi
 }
 
-check_os
-log "mode: --$mode ($(os_field PRETTY_NAME), $(uname -m))"
-case "$mode" in
-  edge) setup_edge ;;
-  train | dev) setup_workstation "$mode" ;;
-esac
-if [ "$changes" -eq 0 ]; then log "done: everything was already set up, nothing changed"; else log "done: $changes change(s)"; fi
+main() {
+  local mode=edge
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --edge) mode=edge ;;
+      --train) mode=train ;;
+      --dev) mode=dev ;;
+      -h | --help)
+        usage
+        exit 0
+        ;;
+      *)
+        usage >&2
+        die "unknown option: $1"
+        ;;
+    esac
+    shift
+  done
+
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "run this as root, or install sudo: it needs root for apt-get and /etc"
+    SUDO=(sudo)
+  fi
+  check_os
+  log "mode: --$mode ($(os_field PRETTY_NAME), $(uname -m))"
+  case "$mode" in
+    edge) setup_edge ;;
+    train | dev) setup_workstation "$mode" ;;
+  esac
+  if [ "$changes" -eq 0 ]; then log "done: everything was already set up, nothing changed"; else log "done: $changes change(s)"; fi
+}
+
+# Sourced (by tests/test_deploy.py) it only defines the functions.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

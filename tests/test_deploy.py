@@ -145,6 +145,28 @@ def test_setup_refuses_an_unsupported_os(tmp_path: Path, os_release: str, messag
     assert "setup: error: " in result.stderr and message in result.stderr
 
 
+def setup_function(call: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run one of setup.sh's functions: sourced, the script only defines them."""
+    return subprocess.run(
+        ["bash", "-c", f'source "$1" && {call}', "bash", str(SETUP)], input=stdin, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "broker", "local"),
+    [
+        ("", "localhost 1883", True),  # the defaults: mosquitto on the Pi
+        ('[mqtt]\nhost = "127.0.0.1"\nport = 1884\n', "127.0.0.1 1884", True),
+        ('[mqtt]\nhost = "broker.lan"\nport = 8883\n', "broker.lan 8883", False),  # no mosquitto then
+    ],
+)
+def test_setup_installs_mosquitto_only_for_a_local_broker(config: str, broker: str, local: bool) -> None:
+    result = setup_function(f"broker_of {sys.executable}", config)
+    assert result.stdout.split() == broker.split(), result.stderr
+    host = broker.split()[0]
+    assert (setup_function(f"is_local_host {host}").returncode == 0) is local
+
+
 def test_unit_runs_what_setup_installs() -> None:
     service = unit()["Service"]
     venv, config = setup_constant("SERVICE_VENV"), setup_constant("CONFIG")
