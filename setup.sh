@@ -250,7 +250,8 @@ ensure_mosquitto() {
       changed "enabled mosquitto"
     }
     systemctl is-active --quiet mosquitto || {
-      as_root systemctl start mosquitto
+      as_root systemctl start mosquitto ||
+        die "mosquitto did not start (another broker on port $port?): journalctl -u mosquitto"
       changed "started mosquitto"
     }
   elif ! port_open "$port"; then
