@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         help="largest accuracy loss in points that int8 may have (default: %(default)s)",
     )
     parser.add_argument(
-        "--no-flip-average",
-        dest="flip_average",
-        action="store_false",
-        help="do not average each face with its mirror image inside the model",
+        "--flip-average",
+        action="store_true",
+        help="average each face's scores with its mirror image's inside the model "
+        "(about +0.7 accuracy points here, twice the time per face)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
