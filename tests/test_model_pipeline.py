@@ -49,6 +49,9 @@ def test_train_writes_a_complete_run_folder(run_dir):
     assert report["epochs"] == 2 and report["seconds_per_epoch"] > 0
     assert set(report["evaluation"]["per_class"]) == set(EMOTIONS)
     assert [float(r["seconds"]) > 0 for r in history_rows(run_dir)] == [True, True]
+    import keras
+
+    assert not keras.models.load_model(run_dir / "model_float.keras").compiled  # no optimiser state kept
 
 
 def test_same_command_resumes_where_it_stopped(run_dir):

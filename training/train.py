@@ -190,7 +190,7 @@ def train(config: TrainConfig) -> dict:
 def save_float_model(model: keras.Model, path: Path) -> None:
     """Save weights and graph without the optimiser's state: a third of the size, and all that
     conversion, evaluation or a warm start needs (the per-epoch checkpoint keeps the optimiser)."""
-    copy = keras.models.clone_model(model)
+    copy = keras.Model.from_config(model.get_config())  # clone_model would keep the compile state
     copy.set_weights(model.get_weights())
     copy.save(path)
 
