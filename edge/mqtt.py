@@ -41,11 +41,25 @@ class _Message:
     retain: bool
 
 
+class _OwnDisconnectNoise(logging.Filter):
+    """paho 2.2's network thread makes one more pass after our own ``disconnect()`` and logs
+    "Client is not connected ... MQTT_CS_DISCONNECTED" at ERROR; the stop worked, so the line would
+    only alarm whoever reads the journal. A lost connection reports another state and still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Client is not connected") and message.endswith("MQTT_CS_DISCONNECTED"))
+
+
+_paho_log = log.getChild("paho")
+_paho_log.addFilter(_OwnDisconnectNoise())
+
+
 def make_client(config: MqttConfig, client_id: str) -> mqtt.Client:
     """A paho client with the configured credentials and TLS, for the publisher and for subscribers
     (the demo) that must reach the same broker the same way."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-    client.enable_logger(log.getChild("paho"))  # packet traces at --log-level debug, callback errors always
+    client.enable_logger(_paho_log)  # packet traces at --log-level debug, callback errors always
     if config.username:
         client.username_pw_set(config.username, config.password or None)
     if config.tls:
@@ -130,6 +144,8 @@ class MqttPublisher:
         so a dead broker cannot hold up a systemd stop."""
         deadline = time.monotonic() + timeout
         self._stopped = True
+        while self.queue_depth and not self._connected and time.monotonic() < deadline:
+            time.sleep(0.01)  # a connection still being made would deliver what is queued
         if self._connected:
             while self._draining and time.monotonic() < deadline:  # a reconnection is sending the backlog
                 time.sleep(0.01)
