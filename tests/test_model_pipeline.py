@@ -62,6 +62,28 @@ def test_same_command_resumes_where_it_stopped(run_dir):
     assert after[:2] == before  # finished epochs are not trained again
 
 
+def test_a_run_can_start_from_another_models_weights(run_dir, tmp_path):
+    import keras
+
+    stage2 = tmp_path / "stage2"
+    # learning rate 0: the weights after one epoch are exactly the ones the run started from
+    args = ["--optimizer", "sgd", "--erase", "0.5", "--learning-rate", "0", "--weight-decay", "0"]
+    init = run_dir / "model_float.keras"
+    assert training_main(["train", str(FER), "--run-dir", str(stage2), *TINY, "--init", str(init), *args]) == 0
+    config = json.loads((stage2 / "config.json").read_text())
+    assert (config["init"], config["optimizer"], config["erase"]) == (str(init), "sgd", 0.5)
+    start = keras.models.load_model(init).get_layer("s1_conv1").get_weights()[0]
+    after = keras.models.load_model(stage2 / "model_float.keras").get_layer("s1_conv1").get_weights()[0]
+    np.testing.assert_array_equal(after, start)
+
+
+def test_an_init_model_of_another_shape_is_one_line_and_non_zero(run_dir, tmp_path, caplog):
+    init = str(run_dir / "model_float.keras")
+    argv = ["train", str(FER), "--run-dir", str(tmp_path / "r"), "--widths", "8,32", "--init", init]
+    assert training_main(argv) == 1
+    assert f"init model {init} does not fit --widths 8,32" in caplog.text
+
+
 def test_convert_writes_a_verified_int8_model_and_card(run_dir, tmp_path):
     out = tmp_path / "models" / "emotion_int8.tflite"
     # the 3-epoch toy model is near chance, so int8 may differ from float by more than the real gate

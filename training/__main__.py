@@ -23,7 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--run-dir", default="runs/emotion", help="run folder (default: %(default)s)")
     t.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs (default: %(default)s)")
     t.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    t.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    t.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="peak (default: %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)")
+    t.add_argument("--optimizer", choices=["adamw", "sgd"], default=defaults.optimizer, help="(default: %(default)s)")
+    t.add_argument(
+        "--erase",
+        type=float,
+        default=defaults.erase,
+        help="share of training faces with a random patch erased (default: %(default)s)",
+    )
+    t.add_argument(
+        "--init",
+        default=defaults.init,
+        help="start from this .keras model's weights (same --widths/--dense), e.g. to fine-tune on your faces",
+    )
     t.add_argument(
         "--widths",
         default=",".join(map(str, defaults.widths)),
@@ -59,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     from training.data import DataError
+    from training.train import TrainError
 
     try:
         if args.command == "train":
             return _train(args, TrainConfig)
         return _evaluate(args)
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, TrainError, FileNotFoundError) as exc:
         logging.getLogger("training").error("%s", exc)
         return 1
 
@@ -86,6 +100,10 @@ def _train(args: argparse.Namespace, config_class) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay,
+            optimizer=args.optimizer,
+            erase=args.erase,
+            init=args.init,
             widths=tuple(int(w) for w in args.widths.split(",")),
             dense=args.dense,
             class_weight_power=args.class_weight_power,

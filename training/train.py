@@ -32,6 +32,10 @@ HISTORY = "history.csv"
 FLOAT_MODEL = "model_float.keras"
 
 
+class TrainError(Exception):
+    """A run that cannot start as configured (unknown optimiser, an init model that does not fit)."""
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -47,6 +51,15 @@ class TrainConfig:
     widths: tuple[int, ...] = (32, 64, 128, 256)
     dense: int = 256
     dropout: float = 0.4
+    # "adamw" trains from scratch fast; "sgd" (Nesterov momentum) generalises better on faces and
+    # suits a second stage started from earlier weights.
+    optimizer: str = "adamw"
+    # Share of training faces that get a random patch erased: a hand or glasses over part of the
+    # face, and the strongest single remedy for this CNN's overfitting on FER-2013.
+    erase: float = 0.0
+    # A .keras model of the same shape whose weights start the run: fine-tuning the shipped model
+    # on your own faces, or a second training stage. Empty: random initialisation.
+    init: str = ""
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -80,21 +93,47 @@ def learning_rate(epoch: int, config: TrainConfig) -> float:
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _augmenter():
-    """Random changes a camera makes anyway: mirror, tilt, distance, offset, light."""
+def _augmenter(erase: float):
+    """Random changes a camera makes anyway: mirror, tilt, distance, offset, light, occlusion."""
     from keras import layers
 
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal"),
-            layers.RandomRotation(0.05, fill_mode="reflect"),
-            layers.RandomZoom(0.1, fill_mode="reflect"),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect"),
-            layers.RandomBrightness(0.15, value_range=(0.0, 1.0)),
-            layers.RandomContrast(0.2),
-        ],
-        name="augment",
-    )
+    steps = [
+        layers.RandomFlip("horizontal"),
+        layers.RandomRotation(0.05, fill_mode="reflect"),
+        layers.RandomZoom(0.1, fill_mode="reflect"),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect"),
+        layers.RandomBrightness(0.15, value_range=(0.0, 1.0)),
+        layers.RandomContrast(0.2),
+    ]
+    if erase > 0:
+        # factor (p, p): erase with probability p; scale: the patch covers 2-20% of the face.
+        steps.append(layers.RandomErasing(factor=(erase, erase), scale=(0.02, 0.2), value_range=(0.0, 1.0)))
+    return keras.Sequential(steps, name="augment")
+
+
+def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+    raise TrainError(f"optimizer: {config.optimizer!r} is not one of adamw, sgd")
+
+
+def _initial_model(config: TrainConfig) -> keras.Model:
+    model = build_model(config.widths, config.dense, config.dropout)
+    if config.init:
+        if not Path(config.init).is_file():
+            raise TrainError(f"init model {config.init}: no such file")
+        source = keras.models.load_model(config.init, compile=False)
+        try:
+            model.set_weights(source.get_weights())
+        except ValueError as exc:
+            raise TrainError(
+                f"init model {config.init} does not fit --widths {','.join(map(str, config.widths))} "
+                f"--dense {config.dense}: {exc}"
+            ) from None
+        log.info("starting from the weights of %s", config.init)
+    return model
 
 
 def _datasets(dataset: Dataset, config: TrainConfig):
@@ -102,7 +141,7 @@ def _datasets(dataset: Dataset, config: TrainConfig):
 
     k = len(EMOTIONS)
     weights = class_weights(dataset.train.labels, config.class_weight_power).astype("float32")
-    augment = _augmenter()
+    augment = _augmenter(config.erase)
 
     def scale(images):
         return tf.cast(images[..., None], tf.float32) / 255.0
@@ -162,9 +201,9 @@ def train(config: TrainConfig) -> dict:
     else:
         done = 0
         (run_dir / HISTORY).unlink(missing_ok=True)
-        model = build_model(config.widths, config.dense, config.dropout)
+        model = _initial_model(config)
         model.compile(
-            optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay),
+            optimizer=_optimizer(config),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
