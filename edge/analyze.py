@@ -17,7 +17,9 @@ Entry point for the CLI::
 - Returns 0, or 1 after one line on ``err`` naming the bad input (source, model, cascade, output).
 
 Stills are unrelated pictures, not a sequence, so every image gets fresh tracks (its tracks end
-after it) and no smoothing carries over from one photo to the next.
+after it), no smoothing carries over from one photo to the next, and a face counts at once
+(``tracker.min_hits`` waits for frames a photo does not have). A video is analysed as the
+service would see it, with the configured tracker.
 """
 
 from __future__ import annotations
@@ -184,6 +186,8 @@ def run(
         err.write(f"analyze: {exc}\n")
         return 1
     stills = isinstance(source, (ImageSource, FolderSource))
+    if stills:
+        pipeline.tracker.min_hits = 1
     records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, pipeline.classifier.labels)
     totals = Summary(source.name, pipeline.classifier.labels, source.fps)
     try:

@@ -90,6 +90,7 @@ class TrackerConfig:
     hysteresis: float = setting(0.1, lo=0, hi=1, doc="margin a new emotion needs over the current one")
     max_missing: float = setting(1.0, lo=0, hi=3600, doc="seconds a face may vanish before its track ends")
     iou_threshold: float = setting(0.3, lo=0.01, hi=1, doc="box overlap that links a face to a track")
+    min_hits: int = setting(2, lo=1, hi=100, doc="frames in a row a face must be seen before its track starts")
 
 
 @dataclass

@@ -66,6 +66,7 @@ class Pipeline:
             hysteresis=t.hysteresis,
             max_missing=t.max_missing,
             iou_threshold=t.iou_threshold,
+            min_hits=t.min_hits,
         )
         return cls(detector, classifier, tracker)
 

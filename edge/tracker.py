@@ -5,6 +5,10 @@ Per-frame classifications flicker (a blink, a half-turned head), and an MQTT sub
 moving average of its probabilities and only changes label when another emotion's smoothed score
 beats the current one's by ``hysteresis``; it emits an event at start, at each such change, and
 at its end, ``max_missing`` seconds after it was last seen.
+
+A Haar cascade now and then finds a face in a curtain for a single frame. A track therefore
+starts only once its face has been seen in ``min_hits`` frames in a row; until then it is
+tentative: it has no id, emits nothing and is dropped silently the first frame it is missed.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Track:
     started: float
     last_seen: float
     smoothed: np.ndarray = field(repr=False)
+    hits: int = field(default=1, repr=False)  # frames seen in a row while tentative
 
 
 @dataclass
@@ -81,18 +86,21 @@ class FaceTracker:
         hysteresis: float = 0.1,
         max_missing: float = 1.0,
         iou_threshold: float = 0.3,
+        min_hits: int = 1,
     ) -> None:
         self.labels = tuple(labels)
         self.smoothing = smoothing
         self.hysteresis = hysteresis
         self.max_missing = max_missing
         self.iou_threshold = iou_threshold
+        self.min_hits = min_hits
         self._tracks: dict[int, Track] = {}
+        self._tentative: list[Track] = []  # id 0 until confirmed
         self._ids = itertools.count(1)
 
     @property
     def tracks(self) -> list[Track]:
-        """Live tracks, including those unseen for less than ``max_missing``."""
+        """Live confirmed tracks, including those unseen for less than ``max_missing``."""
         return list(self._tracks.values())
 
     def update(self, boxes: Sequence[Box], probs: np.ndarray, ts: float) -> list[TrackEvent]:
@@ -101,48 +109,67 @@ class FaceTracker:
             raise ValueError(f"{len(boxes)} boxes but {len(probs)} probability rows")
         events = []
         unmatched = set(range(len(boxes)))
-        for track_id, i in self._match(boxes):
+        candidates = [*self._tracks.values(), *self._tentative]
+        seen = set()
+        for k, i in self._match([t.box for t in candidates], boxes):
             unmatched.discard(i)
-            event = self._observe(self._tracks[track_id], boxes[i], probs[i], ts)
-            if event:
-                events.append(event)
+            track = candidates[k]
+            event = self._observe(track, boxes[i], probs[i], ts)
+            if track.id:
+                events += [event] if event else []
+            else:
+                track.hits += 1
+                seen.add(k)
+        # A tentative track missed in this frame is forgotten; the rest keep their order of arrival,
+        # so faces that appear together get their ids in detection order.
+        self._tentative = [t for k, t in enumerate(candidates) if k in seen]
         for i in sorted(unmatched):
-            track = self._start(boxes[i], probs[i], ts)
-            events.append(self._event(START, track, ts))
+            self._tentative.append(self._new_track(boxes[i], probs[i], ts))
+        for track in [t for t in self._tentative if t.hits >= self.min_hits]:
+            self._tentative.remove(track)
+            events.append(self._confirm(track, ts))
         for track in [t for t in self._tracks.values() if ts - t.last_seen > self.max_missing]:
             events.append(self._end(track, track.last_seen))
         return events
 
     def close(self, ts: float) -> list[TrackEvent]:
         """END for every live track, dated ``ts``: at stop, the faces were there until we stopped looking."""
+        self._tentative = []
         return [self._end(track, ts) for track in list(self._tracks.values())]
 
-    def _match(self, boxes: Sequence[Box]) -> list[tuple[int, int]]:
+    def _match(self, known: Sequence[Box], boxes: Sequence[Box]) -> list[tuple[int, int]]:
+        """Pairs (index in ``known``, index in ``boxes``); confirmed tracks come first in ``known``,
+        so on a tie they win the box."""
         pairs = []
-        for track in self._tracks.values():
+        for k, old in enumerate(known):
             for i, box in enumerate(boxes):
-                overlap = iou(track.box, box)
+                overlap = iou(old, box)
                 if overlap >= self.iou_threshold:
-                    pairs.append((0, -overlap, track.id, i))
+                    pairs.append((0, -overlap, k, i))
                 else:
-                    distance = centre_distance(track.box, box)
+                    distance = centre_distance(old, box)
                     if distance <= 0.5:
-                        pairs.append((1, distance, track.id, i))
-        matches, used_tracks, used_boxes = [], set(), set()
-        for _, _, track_id, i in sorted(pairs):
-            if track_id not in used_tracks and i not in used_boxes:
-                matches.append((track_id, i))
-                used_tracks.add(track_id)
+                        pairs.append((1, distance, k, i))
+        matches, used_known, used_boxes = [], set(), set()
+        for _, _, k, i in sorted(pairs):
+            if k not in used_known and i not in used_boxes:
+                matches.append((k, i))
+                used_known.add(k)
                 used_boxes.add(i)
         return matches
 
-    def _start(self, box: Box, probs: np.ndarray, ts: float) -> Track:
+    def _new_track(self, box: Box, probs: np.ndarray, ts: float) -> Track:
         smoothed = np.asarray(probs, dtype=np.float64)
         top = int(smoothed.argmax())
-        track = Track(next(self._ids), tuple(box), self.labels[top], 0.0, {}, ts, ts, smoothed)
+        track = Track(0, tuple(box), self.labels[top], 0.0, {}, ts, ts, smoothed)
         self._refresh(track)
-        self._tracks[track.id] = track
         return track
+
+    def _confirm(self, track: Track, ts: float) -> TrackEvent:
+        """Ids are handed out here, so they count real faces: 1, 2, 3, with no gaps for false ones."""
+        track.id = next(self._ids)
+        self._tracks[track.id] = track
+        return self._event(START, track, ts)
 
     def _observe(self, track: Track, box: Box, probs: np.ndarray, ts: float) -> TrackEvent | None:
         track.box = tuple(box)

@@ -1,7 +1,8 @@
 """The whole vision pipeline on the bundled demo clip with the shipped model.
 
 The clip (edge/demo/demo.mp4, 6 s at 15 fps) shows FER-2013 test faces composed at known places:
-face A throughout, face C from the start to frame 69, face B from frame 15 to 59. What the
+face A throughout, face C from the start to frame 69, face B from frame 15 to 59. With the default
+``tracker.min_hits`` of 2 a face's track starts at its second frame. What the
 model calls each face is not asserted (the shipped model is replaced as training improves), only
 that the pipeline reports exactly what the classifier says about the crops it was given.
 """
@@ -19,7 +20,7 @@ from edge.pipeline import Pipeline, crop
 from edge.sources import DEMO_CLIP, open_source
 from edge.tracker import END, START, FaceTracker
 
-FACES_PER_FRAME = [2] * 15 + [3] * 45 + [2] * 10 + [1] * 20
+FACES_PER_FRAME = [0] + [2] * 15 + [3] * 44 + [2] * 10 + [1] * 20
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_every_face_is_found_and_keeps_one_track(clip_results):
     assert sum(c == e for c, e in zip(counts, FACES_PER_FRAME)) >= 0.95 * len(counts)
     events = [(r.frame.index, e.kind, e.track) for r in results for e in r.events if e.kind != "change"]
     # B (track 3) is last seen at frame 59 and C (track 2) at 69; each ends max_missing (1 s) later.
-    assert events == [(0, START, 1), (0, START, 2), (15, START, 3), (74, END, 3), (85, END, 2)]
+    assert events == [(1, START, 1), (1, START, 2), (16, START, 3), (74, END, 3), (85, END, 2)]
     assert [(e.kind, e.track) for e in closing] == [(END, 1)]
     assert {t.id for r in results for t in r.tracks} == {1, 2, 3}
 
@@ -53,9 +54,14 @@ def test_end_events_carry_how_long_the_face_was_there(clip_results):
     assert ends[2].duration == pytest.approx(69 / 15)
 
 
-def test_a_new_face_reports_what_the_classifier_says_about_its_full_resolution_crop(clip_results):
-    pipeline, results, _ = clip_results
-    first = results[0]
+def test_a_new_face_reports_what_the_classifier_says_about_its_full_resolution_crop():
+    config = Config()
+    config.tracker.min_hits = 1  # tracks start on the first frame, before any smoothing
+    pipeline = Pipeline.from_config(config)
+    source = open_source(str(DEMO_CLIP))
+    first = pipeline.process(source.read())
+    source.close()
+    assert len(first.tracks) == 2
     for track in first.tracks:
         expected = pipeline.classifier.predict([crop(first.frame.image, track.box)])[0]
         assert list(track.scores.values()) == pytest.approx(expected.tolist(), abs=1e-4)

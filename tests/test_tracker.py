@@ -101,3 +101,29 @@ def test_close_ends_every_live_track_at_the_stop_time():
 def test_boxes_and_probabilities_must_pair_up():
     with pytest.raises(ValueError, match="2 boxes but 1 probability rows"):
         tracker().update([(0, 0, 5, 5), (9, 9, 5, 5)], HAPPY[None], 0.0)
+
+
+def test_a_face_seen_in_one_frame_only_makes_no_events_with_min_hits():
+    t = tracker(min_hits=2, max_missing=0.5)
+    face, curtain = (100, 100, 80, 80), (400, 300, 60, 60)
+    assert t.update([face, curtain], np.stack([HAPPY, SAD]), 0.0) == []  # both tentative
+    assert t.tracks == []
+    events = t.update([face], HAPPY[None], 0.1)  # the curtain is gone: forgotten without a word
+    assert [(e.kind, e.track, e.emotion, e.started, e.ts) for e in events] == [(START, 1, "happy", 0.0, 0.1)]
+    assert [track.id for track in t.tracks] == [1]
+    for step in range(2, 12):
+        assert [e.kind for e in t.update([face], HAPPY[None], step / 10)] == []
+    events = t.update([], np.empty((0, 7)), 2.0)
+    assert [(e.kind, e.track) for e in events] == [(END, 1)]
+
+
+def test_a_tentative_face_must_be_seen_in_frames_in_a_row():
+    t = tracker(min_hits=3)
+    box = (100, 100, 80, 80)
+    t.update([box], HAPPY[None], 0.0)
+    t.update([box], HAPPY[None], 0.1)
+    assert t.update([], np.empty((0, 7)), 0.2) == []  # missed once: counting starts again
+    assert t.update([box], HAPPY[None], 0.3) == [] and t.update([box], HAPPY[None], 0.4) == []
+    events = t.update([box], HAPPY[None], 0.5)
+    assert [(e.kind, e.track, e.started) for e in events] == [(START, 1, 0.3)]
+    assert t.close(0.6)[0].kind == END and t.tracks == []
