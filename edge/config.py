@@ -109,6 +109,9 @@ class MqttConfig:
     topic_prefix: str = setting("emotion-edge", pattern=_TOPIC_PATH, doc="first topic level(s)")
     device_id: str = setting("", pattern=_TOPIC_LEVEL, doc="topic level naming this device; empty = hostname")
     queue_size: int = setting(1000, lo=1, hi=1_000_000, doc="events kept while the broker is away")
+    spool: str = setting(
+        "", doc="file keeping the events still queued at stop for the next start; empty = $STATE_DIRECTORY"
+    )
     heartbeat: float = setting(60.0, lo=1, hi=86400, doc="seconds between state re-sends when nothing changes")
     stats_interval: float = setting(30.0, lo=1, hi=86400, doc="seconds between stats messages")
 

@@ -4,17 +4,22 @@ Shaped like Frigate's Communicator so another transport could stand in. The MQTT
 Pi that boots before its broker, loses Wi-Fi, or outlives a broker restart: paho's own thread keeps
 reconnecting with backoff while the pipeline runs on, and what is published meanwhile waits in a
 bounded queue (events in order; retained topics only their latest value) and goes out on reconnect.
+Events still queued when the service stops are kept in a spool file and sent after the next start;
+retained values are not, since the next run publishes the room as it is then.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
@@ -55,6 +60,14 @@ _paho_log = log.getChild("paho")
 _paho_log.addFilter(_OwnDisconnectNoise())
 
 
+def spool_path(config: MqttConfig, env: dict[str, str] | os._Environ = os.environ) -> Path | None:
+    """``mqtt.spool``, else a file in systemd's StateDirectory; None (no spool) outside systemd."""
+    if config.spool:
+        return Path(config.spool)
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) / "mqtt-spool.jsonl" if state else None
+
+
 def make_client(config: MqttConfig, client_id: str) -> mqtt.Client:
     """A paho client with the configured credentials and TLS, for the publisher and for subscribers
     (the demo) that must reach the same broker the same way."""
@@ -77,9 +90,10 @@ class MqttPublisher:
     out: the place to (re)send Home Assistant discovery.
     """
 
-    def __init__(self, config: MqttConfig, availability_topic: str) -> None:
+    def __init__(self, config: MqttConfig, availability_topic: str, spool: Path | None = None) -> None:
         self._config = config
         self._availability = availability_topic
+        self._spool = spool
         self._lock = threading.Lock()
         self._pending: deque[_Message] = deque()
         self._latest: dict[str, _Message] = {}  # retained topics: only the newest value matters
@@ -119,6 +133,7 @@ class MqttPublisher:
     def start(self) -> None:
         """Return at once; paho's thread connects in the background (the broker may be down at boot)."""
         c = self._config
+        self._restore()
         log.info("MQTT: connecting to %s:%d as %s%s", c.host, c.port, c.client_id, " (TLS)" if c.tls else "")
         self._client.connect_async(c.host, c.port, keepalive=c.keepalive)
         self._client.loop_start()
@@ -153,13 +168,44 @@ class MqttPublisher:
             info = self._client.publish(self._availability, OFFLINE, qos=self._config.qos, retain=True)
             self._wait(info, deadline)
             self._client.disconnect()
-        elif self.queue_depth:
-            log.warning("MQTT: broker unreachable at stop; %d queued messages not delivered", self.queue_depth)
+        if self._pending:
+            self._save()
         # loop_stop joins paho's thread, which may sit in a TCP connect for connect_timeout seconds;
         # the thread is a daemon, so a bounded join is enough to let the process exit on time.
         stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
         stopper.start()
         stopper.join(max(0.1, deadline - time.monotonic()))
+
+    def _restore(self) -> None:
+        """Queue the events a previous run could not deliver; the file goes once they are in the queue."""
+        if not self._spool or not self._spool.exists():
+            return
+        try:
+            messages = [_Message(**json.loads(line)) for line in self._spool.read_text().splitlines() if line]
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("MQTT spool %s: unreadable, left in place (%s)", self._spool, exc)
+            return
+        with self._lock:
+            for message in messages:
+                self._enqueue(message)
+        self._spool.unlink()
+        log.info("MQTT: %d events from the last run queued from %s", len(messages), self._spool)
+
+    def _save(self) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        if not self._spool:
+            log.warning("MQTT: broker unreachable at stop; %d queued events not delivered (no spool)", len(pending))
+            return
+        partial = self._spool.with_name(self._spool.name + ".partial")
+        try:
+            self._spool.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text("".join(json.dumps(asdict(m)) + "\n" for m in pending))
+            partial.replace(self._spool)  # all or nothing: a crash mid-write leaves the old spool
+        except OSError as exc:
+            log.error("MQTT spool %s: cannot write, %d queued events lost (%s)", self._spool, len(pending), exc)
+            return
+        log.warning("MQTT: broker unreachable at stop; %d queued events kept in %s", len(pending), self._spool)
 
     def _wait(self, info: mqtt.MQTTMessageInfo, deadline: float) -> None:
         while not info.is_published() and self._connected and time.monotonic() < deadline:

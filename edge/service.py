@@ -18,7 +18,7 @@ from pathlib import Path
 from edge import __version__, payloads
 from edge.config import Config
 from edge.discovery import Discovery
-from edge.mqtt import MqttPublisher
+from edge.mqtt import MqttPublisher, spool_path
 from edge.payloads import Topics
 from edge.pipeline import FrameResult, Pipeline
 from edge.sources import LatestFrameReader, open_source
@@ -93,7 +93,7 @@ class Service:
         self._started = time.monotonic()
         c = self.config
         self.pipeline = Pipeline.from_config(c)
-        self.publisher = MqttPublisher(c.mqtt, self.topics.availability)
+        self.publisher = MqttPublisher(c.mqtt, self.topics.availability, spool_path(c.mqtt))
         s = c.source
         opener = lambda: open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)  # noqa: E731
         self.reader = LatestFrameReader(opener)  # opens the source: the last thing that may refuse to start

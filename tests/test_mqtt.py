@@ -13,7 +13,7 @@ from conftest import Broker, Subscriber, wait_until
 
 from edge import discovery
 from edge.config import Config, load
-from edge.mqtt import MqttPublisher
+from edge.mqtt import MqttPublisher, spool_path
 from edge.payloads import Topics
 
 
@@ -211,3 +211,49 @@ def test_tls_with_client_certificate_and_password(
     wait_until(lambda: refused(), 15, "the broker to refuse a wrong password")
     assert refused() == [f"MQTT: broker 127.0.0.1:{broker.port} refused the connection: Not authorized"]
     assert not wrong.connected
+
+
+def test_events_queued_at_stop_are_spooled_and_sent_after_the_next_start(
+    tmp_path: Path, broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber], caplog
+) -> None:
+    broker = broker_factory()  # not started: the broker is away for the whole first run
+    spool = tmp_path / "state" / "mqtt-spool.jsonl"
+    config = make_config(tmp_path, broker.port)
+    first = MqttPublisher(config.mqtt, TOPICS.availability, spool)
+    first.start()
+    for n in range(3):
+        first.publish(TOPICS.events, json.dumps({"n": n}))
+    first.publish(TOPICS.state, "stale", retain=True)
+    first.stop(timeout=0.3)
+    assert [json.loads(line)["topic"] for line in spool.read_text().splitlines()] == [TOPICS.events] * 3
+    assert f"3 queued events kept in {spool}" in caplog.text
+
+    broker.start()
+    sub = subscribe(broker.port, [TOPICS.events, TOPICS.state])
+    second = MqttPublisher(config.mqtt, TOPICS.availability, spool)
+    second.start()
+    wait_until(lambda: len(sub.on(TOPICS.events)) == 3, 15, "the 3 spooled events")
+    assert [json.loads(m.payload)["n"] for m in sub.on(TOPICS.events)] == [0, 1, 2]
+    assert sub.on(TOPICS.state) == [], "retained values are not spooled: the next run publishes the present"
+    assert not spool.exists()
+    second.stop()
+
+
+def test_spool_defaults_to_systemds_state_directory(tmp_path: Path) -> None:
+    config = make_config(tmp_path, 1883)
+    assert spool_path(config.mqtt, {"STATE_DIRECTORY": "/var/lib/emotion-edge"}) == Path(
+        "/var/lib/emotion-edge/mqtt-spool.jsonl"
+    )
+    assert spool_path(config.mqtt, {}) is None
+    config.mqtt.spool = str(tmp_path / "q.jsonl")
+    assert spool_path(config.mqtt, {"STATE_DIRECTORY": "/var/lib/x"}) == tmp_path / "q.jsonl"
+
+
+def test_an_unreadable_spool_is_named_and_left_in_place(tmp_path: Path, broker: Broker, caplog) -> None:
+    spool = tmp_path / "mqtt-spool.jsonl"
+    spool.write_text("not json\n")
+    pub = MqttPublisher(make_config(tmp_path, broker.port).mqtt, TOPICS.availability, spool)
+    pub.start()
+    pub.stop()
+    assert f"MQTT spool {spool}: unreadable, left in place" in caplog.text
+    assert spool.read_text() == "not json\n"
