@@ -148,6 +148,7 @@ def convert(config: ConvertConfig) -> dict:
             "faces": len(dataset.train),
             "source_model": str(keras_path),
             "epochs": run_report.get("epochs"),
+            "total_epochs": run_report.get("total_epochs", run_report.get("epochs")),
             "seconds_per_epoch": run_report.get("seconds_per_epoch"),
             "parameters": run_report.get("parameters"),
             "config": run_report.get("config"),
@@ -182,10 +183,16 @@ def _card(content: bytes, info: dict, placeholder: bool = False) -> ModelCard:
 
 
 def _copy_training_report(run_dir: Path, report_dir: Path) -> None:
-    """Ship the training run's record beside the model, so a Pi's models/ explains itself."""
+    """Ship the training run's record beside the model, so a Pi's models/ explains itself; a run
+    started from an earlier run's model (``--init``) brings that stage's config and history too."""
     for name in TRAINING_RECORD:
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, report_dir / (name if name != "report.json" else "training_report.json"))
+    earlier = _run_report(run_dir).get("stages", [])[:-1]
+    for number, stage in enumerate(earlier, start=1):
+        for name in ("config.json", "history.csv"):
+            if (Path(stage["run_dir"]) / name).exists():
+                shutil.copy(Path(stage["run_dir"]) / name, report_dir / f"stage{number}_{name}")
 
 
 def _run_report(source: Path) -> dict:

@@ -76,6 +76,18 @@ def test_a_run_can_start_from_another_models_weights(run_dir, tmp_path):
     after = keras.models.load_model(stage2 / "model_float.keras").get_layer("s1_conv1").get_weights()[0]
     np.testing.assert_array_equal(after, start)
 
+    # the record follows the weights back: both stages in the report, the card and models/report/
+    report = json.loads((stage2 / "report.json").read_text())
+    earlier = len(history_rows(run_dir))
+    assert report["stages"] == [{"run_dir": str(run_dir), "epochs": earlier}, {"run_dir": str(stage2), "epochs": 2}]
+    assert report["total_epochs"] == earlier + 2
+    out = tmp_path / "models" / "emotion_int8.tflite"
+    assert convert_main([str(stage2), str(FER), "--out", str(out), "--max-drop", "100", "--calibration", "20"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["total_epochs"] == earlier + 2
+    stage1 = out.parent / "report" / "stage1_history.csv"
+    assert stage1.read_text() == (run_dir / "history.csv").read_text()
+    assert (out.parent / "report" / "stage1_config.json").exists()
+
 
 def test_an_init_model_of_another_shape_is_one_line_and_non_zero(run_dir, tmp_path, caplog):
     init = str(run_dir / "model_float.keras")

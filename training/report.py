@@ -72,15 +72,22 @@ def plot_confusion(report: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_history(history_csv: Path, path: Path) -> None:
-    """Loss and accuracy per epoch, training against validation, from Keras' CSVLogger file."""
-    with history_csv.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+def plot_history(history_csvs: list[Path], path: Path) -> None:
+    """Loss and accuracy per epoch, training against validation, from Keras' CSVLogger files: one
+    per training stage (a run started from another run's model), earliest first, drawn end to end
+    with a dotted line where a stage begins."""
+    rows, starts = [], []
+    for history_csv in history_csvs:
+        starts.append(len(rows))
+        with history_csv.open(newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    epochs = list(range(1, len(rows) + 1))
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         ax.plot(epochs, [float(r[key]) for r in rows], label="train")
         ax.plot(epochs, [float(r[f"val_{key}"]) for r in rows], label="validation")
+        for start in starts[1:]:
+            ax.axvline(start + 0.5, color="gray", linestyle=":", label="next stage" if start == starts[1] else None)
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.grid(alpha=0.3)

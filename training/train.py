@@ -245,13 +245,30 @@ class _EpochSeconds(keras.callbacks.Callback):
             logs["seconds"] = round(time.monotonic() - self.start, 1)
 
 
+def _stages(run_dir: Path, config: TrainConfig) -> list[Path]:
+    """The run folders this run grew from, earliest first, ending with ``run_dir``: each ``init``
+    model that sits in a run folder with its own history continues the chain."""
+    stages, init = [run_dir], config.init
+    while init and (Path(init).parent / HISTORY).exists() and Path(init).parent not in stages:
+        earlier = Path(init).parent
+        stages.insert(0, earlier)
+        stored = earlier / "config.json"
+        init = json.loads(stored.read_text()).get("init", "") if stored.exists() else ""
+    return stages
+
+
+def _history(run_dir: Path) -> list[dict]:
+    with (run_dir / HISTORY).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -> dict:
     probs = model.predict(dataset.val.images[..., None].astype("float32") / 255.0, batch_size=256, verbose=0)
     evaluation = classification_report(dataset.val.labels, probs.argmax(axis=1))
     write_evaluation(evaluation, run_dir, "validation", f"float model on {Path(dataset.val.origin).name}")
-    plot_history(run_dir / HISTORY, run_dir / "curves.png")
-    with (run_dir / HISTORY).open(newline="") as handle:
-        history = list(csv.DictReader(handle))
+    stages = _stages(run_dir, config)
+    plot_history([stage / HISTORY for stage in stages], run_dir / "curves.png")
+    history = _history(run_dir)
     seconds = [float(r["seconds"]) for r in history if r.get("seconds")]
     report = {
         "labels": list(EMOTIONS),
@@ -268,6 +285,9 @@ def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -
         },
         "skipped_images": dataset.train.skipped + dataset.val.skipped,
         "epochs": len(history),
+        # with --init from another run: that run's epochs too, so the report says what the weights saw
+        "stages": [{"run_dir": str(stage), "epochs": len(_history(stage))} for stage in stages],
+        "total_epochs": sum(len(_history(stage)) for stage in stages),
         "seconds_per_epoch": round(float(np.mean(seconds)), 1) if seconds else None,
         "cpu_threads": os.cpu_count(),
         "parameters": int(model.count_params()),
