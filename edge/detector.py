@@ -102,7 +102,9 @@ class HaarDetector:
             x0, y0 = max(0, round(x * scale)), max(0, round(y * scale))
             x1, y1 = min(width, round((x + w) * scale)), min(height, round((y + h) * scale))
             boxes.append((x0, y0, x1 - x0, y1 - y0))
-        return boxes
+        # OpenCV's multithreaded cascade lists faces in an order that can change from call to call;
+        # left to right makes results repeatable and gives faces arriving together ids in that order.
+        return sorted(boxes)
 
 
 DETECTORS: dict[str, Callable[..., Detector]] = {HaarDetector.type: HaarDetector}

@@ -40,6 +40,15 @@ def test_finds_the_faces_in_full_resolution_coordinates_whatever_the_detection_w
     assert matches(detector.detect(frame_of("one_face.jpg")), [ONE_FACE])
 
 
+def test_faces_come_left_to_right_on_every_call():
+    """OpenCV's cascade runs on several threads and lists faces in varying order; ids and the Python
+    API's results must not vary with it."""
+    detector, frame = HaarDetector(detect_width=640), frame_of("three_faces.jpg")
+    for _ in range(10):
+        boxes = detector.detect(frame)
+        assert [x for x, *_ in boxes] == sorted(x for x, *_ in boxes) and len(boxes) == 3
+
+
 def test_no_face_no_box():
     assert HaarDetector().detect(frame_of("no_face.jpg")) == []
 
