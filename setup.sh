@@ -179,12 +179,13 @@ pip_install() {
 
 # --- the service --------------------------------------------------------------------------------------------
 
-# Copy the runtime files to $APP when they differ (compiled bytecode and build metadata excepted).
+# Copy the runtime files to $APP when they differ (compiled bytecode, build metadata and the float
+# training weights excepted).
 sync_app() {
   local item differ=0
   for item in "${APP_FILES[@]}"; do
     [ -e "$CHECKOUT/$item" ] || die "$CHECKOUT/$item is missing: run setup.sh from a complete checkout"
-    diff -rq --exclude=__pycache__ "$CHECKOUT/$item" "$APP/$item" >/dev/null 2>&1 || differ=1
+    diff -rq --exclude=__pycache__ --exclude='*.keras' "$CHECKOUT/$item" "$APP/$item" >/dev/null 2>&1 || differ=1
   done
   [ "$differ" -eq 0 ] && return 0
   as_root mkdir -p "$APP"
@@ -192,7 +193,8 @@ sync_app() {
     as_root rm -rf "$APP/$item"
     as_root cp -R --no-preserve=ownership "$CHECKOUT/$item" "$APP/$item"
   done
-  as_root find "$APP" -name __pycache__ -prune -exec rm -rf {} +
+  # *.keras: the float weights are for fine-tuning on a workstation; the Pi runs the .tflite only
+  as_root find "$APP" \( -name __pycache__ -o -name '*.keras' \) -prune -exec rm -rf {} +
   as_root chmod -R u=rwX,go=rX "$APP"
   changed "copied the runtime to $APP"
 }

@@ -65,6 +65,27 @@ def readme_command(marker: str) -> str:
     return next(line for line in lines[index + 1 :] if not line.startswith("```"))
 
 
+def test_sync_app_copies_the_runtime_without_the_float_weights_and_only_once(tmp_path: Path) -> None:
+    """setup.sh's sync_app run on its own, with ``as_root`` as a plain call and the app folder in
+    tmp_path: the Pi gets the .tflite and its card but not the 16 MB of training weights, and a
+    second run finds nothing to copy (so setup.sh does not restart the service for nothing)."""
+    script = f"""
+        set -eu
+        CHECKOUT={ROOT}; APP={tmp_path}/app
+        APP_FILES=(edge models pyproject.toml README.md config.example.toml)
+        as_root() {{ "$@"; }}; changed() {{ echo "changed: $*"; }}; die() {{ echo "die: $*"; exit 1; }}
+        eval "$(sed -n '/^sync_app() {{/,/^}}/p' {SETUP})"
+        sync_app; echo ---; sync_app
+    """
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.split("---")
+    assert "changed: copied the runtime" in first and second.strip() == ""
+    models = {p.name for p in (tmp_path / "app" / "models").iterdir()}
+    assert {"emotion_int8.tflite", "emotion_int8.json"} <= models
+    assert (ROOT / "models" / "emotion_float.keras").exists() and "emotion_float.keras" not in models
+
+
 def test_setup_script_is_valid_bash() -> None:
     subprocess.run(["bash", "-n", str(SETUP)], check=True)
 
