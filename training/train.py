@@ -51,11 +51,11 @@ class TrainConfig:
     widths: tuple[int, ...] = (32, 64, 128, 256)
     dense: int = 256
     dropout: float = 0.4
-    # "adamw" trains from scratch fast; "sgd" (Nesterov momentum) generalises better on faces and
-    # suits a second stage started from earlier weights.
+    # "adamw" is what the shipped model's first stage used from scratch; "sgd" (Nesterov momentum),
+    # with erase=0.5, is its second stage, started from the first one's weights (+0.9 points).
     optimizer: str = "adamw"
-    # Share of training faces that get a random patch erased: a hand or glasses over part of the
-    # face, and the strongest single remedy for this CNN's overfitting on FER-2013.
+    # Share of training faces that get a random patch erased, as a hand or glasses would: a
+    # regulariser against this CNN's overfitting on FER-2013 (train accuracy outruns validation).
     erase: float = 0.0
     # A .keras model of the same shape whose weights start the run: fine-tuning the shipped model
     # on your own faces, or a second training stage. Empty: random initialisation.
@@ -268,6 +268,7 @@ def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -
     write_evaluation(evaluation, run_dir, "validation", f"float model on {Path(dataset.val.origin).name}")
     stages = _stages(run_dir, config)
     plot_history([stage / HISTORY for stage in stages], run_dir / "curves.png")
+    stage_epochs = [len(_history(stage)) for stage in stages]
     history = _history(run_dir)
     seconds = [float(r["seconds"]) for r in history if r.get("seconds")]
     report = {
@@ -286,8 +287,8 @@ def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -
         "skipped_images": dataset.train.skipped + dataset.val.skipped,
         "epochs": len(history),
         # with --init from another run: that run's epochs too, so the report says what the weights saw
-        "stages": [{"run_dir": str(stage), "epochs": len(_history(stage))} for stage in stages],
-        "total_epochs": sum(len(_history(stage)) for stage in stages),
+        "stages": [{"run_dir": str(stage), "epochs": n} for stage, n in zip(stages, stage_epochs)],
+        "total_epochs": sum(stage_epochs),
         "seconds_per_epoch": round(float(np.mean(seconds)), 1) if seconds else None,
         "cpu_threads": os.cpu_count(),
         "parameters": int(model.count_params()),
