@@ -89,11 +89,44 @@ def test_a_run_can_start_from_another_models_weights(run_dir, tmp_path):
     assert (out.parent / "report" / "stage1_config.json").exists()
 
 
-def test_an_init_model_of_another_shape_is_one_line_and_non_zero(run_dir, tmp_path, caplog):
+def test_a_wider_run_grows_from_a_narrower_model(run_dir, tmp_path):
+    import keras
+
+    wide = tmp_path / "wide"
+    argv = ["train", str(FER), "--run-dir", str(wide), *TINY, "--widths", "12,24", "--dense", "24", "--init"]
+    lr0 = ["--learning-rate", "0", "--weight-decay", "0"]  # the kernels stay as the run started
+    assert training_main([*argv, str(run_dir / "model_float.keras"), *lr0]) == 0
+    narrow = keras.models.load_model(run_dir / "model_float.keras").get_layer("s2_conv1").get_weights()[0]
+    grown = keras.models.load_model(wide / "model_float.keras").get_layer("s2_conv1").get_weights()[0]
+    assert grown.shape == (3, 3, 12, 24)
+    np.testing.assert_array_equal(grown[:, :, :8, :16], narrow)  # what the narrow model learned
+    assert not grown[:, :, 8:, :16].any()  # old filters do not read the new channels
+    assert grown[:, :, :, 16:].std() > 0  # new filters start random, not dead
+
+
+def test_a_widened_model_computes_the_same_scores():
+    import cv2
+    import keras
+
+    from training.model import build_model, widen
+
+    keras.utils.set_random_seed(1)
+    narrow, wide = build_model((8, 16), 16), build_model((12, 24), 40)
+    for layer in narrow.layers:  # trained-looking batch norm statistics, not the identity defaults
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([np.random.uniform(0.5, 2, w.shape).astype("float32") for w in layer.get_weights()])
+    widen(narrow, wide)
+    faces = np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in sorted(FER.glob("*/*/*.jpg"))])
+    faces = faces[..., None].astype("float32") / 255.0
+    np.testing.assert_allclose(wide.predict(faces, verbose=0), narrow.predict(faces, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("widths", [["--widths", "4,16"], ["--widths", "8,16,32"]])
+def test_an_init_model_that_does_not_fit_is_one_line_and_non_zero(run_dir, tmp_path, caplog, widths):
     init = str(run_dir / "model_float.keras")
-    argv = ["train", str(FER), "--run-dir", str(tmp_path / "r"), "--widths", "8,32", "--init", init]
+    argv = ["train", str(FER), "--run-dir", str(tmp_path / "r"), *widths, "--init", init]
     assert training_main(argv) == 1
-    assert f"init model {init} does not fit --widths 8,32" in caplog.text
+    assert f"init model {init} does not fit {' '.join(widths)}" in caplog.text
 
 
 def test_convert_writes_a_verified_int8_model_and_card(run_dir, tmp_path):

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument(
         "--init",
         default=defaults.init,
-        help="start from this .keras model's weights (same --widths/--dense), e.g. to fine-tune on your faces",
+        help="start from this .keras model's weights, e.g. to fine-tune on your faces; a narrower model with as "
+        "many stages is widened to --widths/--dense, computing the same scores at the start",
     )
     t.add_argument(
         "--widths",

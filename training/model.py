@@ -38,3 +38,43 @@ def build_model(
     x = layers.Dense(len(EMOTIONS), name="logits")(x)
     outputs = layers.Softmax(name="scores")(x)
     return keras.Model(inputs, outputs, name="emotion_cnn")
+
+
+def widen(source: keras.Model, target: keras.Model) -> None:
+    """Start ``target``, built wider than ``source`` by :func:`build_model` with the same number of
+    stages, from ``source``'s weights so that it computes the same scores.
+
+    Why: a wider network from scratch costs about twice as many epochs as a narrow one; growing the
+    shipped model keeps what its training learned and spends the new epochs on the new capacity.
+    Old channels keep their weights, new filters keep ``target``'s random initialisation, and every
+    weight by which an old unit reads a new channel is zero, so the new channels start silent and
+    training gives them a role (the zero-padding form of Net2WiderNet). Raises ValueError when a
+    layer of ``source`` is missing or does not fit.
+    """
+    stored = {layer.name: layer.get_weights() for layer in source.layers if layer.get_weights()}
+    grown = [layer for layer in target.layers if layer.get_weights()]
+    if sorted(stored) != sorted(layer.name for layer in grown):
+        raise ValueError(f"layers differ: {sorted(set(stored) ^ {layer.name for layer in grown})}")
+    old_channels, new_channels = (_last_conv_width(model) for model in (source, target))
+    for layer in grown:
+        old, new = stored[layer.name], layer.get_weights()
+        if any(o.ndim != n.ndim or any(a > b for a, b in zip(o.shape, n.shape)) for o, n in zip(old, new)):
+            shapes = ", ".join(f"{o.shape} -> {n.shape}" for o, n in zip(old, new))
+            raise ValueError(f"layer {layer.name}: {shapes} does not fit")
+        flat = layer.name == "head_dense"
+        if flat:  # the head reads the flattened last feature map: rows are (position, channel) pairs
+            positions = old[0].shape[0] // old_channels
+            old[0] = old[0].reshape(positions, old_channels, -1)
+            new[0] = new[0].reshape(positions, new_channels, -1)
+        for o, n in zip(old, new):
+            n[tuple(slice(0, size) for size in o.shape)] = o
+        if isinstance(layer, (layers.Conv2D, layers.Dense)):
+            # kernels are (..., inputs, outputs): old outputs must not read the new inputs
+            new[0][..., old[0].shape[-2] :, : old[0].shape[-1]] = 0.0
+        if flat:
+            new[0] = new[0].reshape(-1, new[0].shape[-1])
+        layer.set_weights(new)
+
+
+def _last_conv_width(model: keras.Model) -> int:
+    return [layer for layer in model.layers if isinstance(layer, layers.Conv2D)][-1].filters

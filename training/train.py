@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.emotions import EMOTIONS
 from training.data import Dataset, load_dataset
-from training.model import build_model
+from training.model import build_model, widen
 from training.report import classification_report, plot_history, write_evaluation
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,14 @@ def _initial_model(config: TrainConfig) -> keras.Model:
             raise TrainError(f"init model {config.init}: no such file")
         source = keras.models.load_model(config.init, compile=False)
         try:
-            model.set_weights(source.get_weights())
+            if [w.shape for w in source.weights] == [w.shape for w in model.weights]:
+                model.set_weights(source.get_weights())
+            else:
+                widen(source, model)
+                log.info("widened %s to --widths %s --dense %d", config.init, _joined(config.widths), config.dense)
         except ValueError as exc:
             raise TrainError(
-                f"init model {config.init} does not fit --widths {','.join(map(str, config.widths))} "
-                f"--dense {config.dense}: {exc}"
+                f"init model {config.init} does not fit --widths {_joined(config.widths)} --dense {config.dense}: {exc}"
             ) from None
         log.info("starting from the weights of %s", config.init)
     return model
@@ -305,3 +308,7 @@ def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -
         run_dir,
     )
     return report
+
+
+def _joined(widths: tuple[int, ...]) -> str:
+    return ",".join(map(str, widths))
