@@ -44,7 +44,7 @@ def widen(source: keras.Model, target: keras.Model) -> None:
     """Start ``target``, built wider than ``source`` by :func:`build_model` with the same number of
     stages, from ``source``'s weights so that it computes the same scores.
 
-    Why: a wider network from scratch costs about twice as many epochs as a narrow one; growing the
+    Why: a wider network trained from scratch starts over, at 1.7 times the cost per epoch here; growing the
     shipped model keeps what its training learned and spends the new epochs on the new capacity.
     Old channels keep their weights, new filters keep ``target``'s random initialisation, and every
     weight by which an old unit reads a new channel is zero, so the new channels start silent and
