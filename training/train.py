@@ -57,8 +57,9 @@ class TrainConfig:
     # Share of training faces that get a random patch erased, as a hand or glasses would: a
     # regulariser against this CNN's overfitting on FER-2013 (train accuracy outruns validation).
     erase: float = 0.0
-    # A .keras model of the same shape whose weights start the run: fine-tuning the shipped model
-    # on your own faces, or a second training stage. Empty: random initialisation.
+    # A .keras model whose weights start the run: fine-tuning the shipped model on your own faces,
+    # or a further training stage; a narrower one with as many stages is widened (model.widen).
+    # Empty: random initialisation.
     init: str = ""
     val_fraction: float = 0.1
     seed: int = 0
