@@ -158,6 +158,11 @@ def test_a_run_distils_from_a_teacher(run_dir, tmp_path):
     config = json.loads((student / "config.json").read_text())
     assert (config["teacher"], config["distill"]) == (teacher, 0.6)
     assert len(history_rows(student)) == 2
+    out = tmp_path / "models" / "emotion_int8.tflite"
+    assert convert_main([str(student), str(FER), "--out", str(out), "--max-drop", "100", "--calibration", "20"]) == 0
+    # the teacher's run travels with the model, as the earlier stages do
+    assert (out.parent / "report" / "teacher_history.csv").read_text() == (run_dir / "history.csv").read_text()
+    assert (out.parent / "report" / "teacher_config.json").exists()
 
 
 @pytest.mark.parametrize(
