@@ -184,21 +184,15 @@ def _card(content: bytes, info: dict, placeholder: bool = False) -> ModelCard:
 
 def _copy_training_report(run_dir: Path, report_dir: Path) -> None:
     """Ship the training run's record beside the model, so a Pi's models/ explains itself; a run
-    started from an earlier run's model (``--init``) brings that stage's config and history too,
-    and one distilled from a teacher (``--teacher``) the teacher's run."""
+    started from an earlier run's model (``--init``) brings that stage's config and history too."""
     for name in TRAINING_RECORD:
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, report_dir / (name if name != "report.json" else "training_report.json"))
-    report = _run_report(run_dir)
-    earlier = [Path(stage["run_dir"]) for stage in report.get("stages", [])[:-1]]
-    teacher = report.get("config", {}).get("teacher")
-    named = {f"stage{number}": folder for number, folder in enumerate(earlier, start=1)}
-    if teacher:
-        named["teacher"] = Path(teacher).parent
-    for prefix, folder in named.items():
+    earlier = _run_report(run_dir).get("stages", [])[:-1]
+    for number, stage in enumerate(earlier, start=1):
         for name in ("config.json", "history.csv"):
-            if (folder / name).exists():
-                shutil.copy(folder / name, report_dir / f"{prefix}_{name}")
+            if (Path(stage["run_dir"]) / name).exists():
+                shutil.copy(Path(stage["run_dir"]) / name, report_dir / f"stage{number}_{name}")
 
 
 def _run_report(source: Path) -> dict:

@@ -130,55 +130,6 @@ def test_an_init_model_that_does_not_fit_is_one_line_and_non_zero(run_dir, tmp_p
     assert not (tmp_path / "r" / "config.json").exists()  # else the same command would resume with the bad flags
 
 
-def test_distilled_targets_mix_in_the_teachers_mirror_averaged_scores(run_dir):
-    from training.data import Dataset, Split, load_dataset
-    from training.train import TrainConfig, _targets
-
-    data = load_dataset(FER)
-    n = len(data.train)
-    faces = np.concatenate([data.train.images, data.train.images[:, :, ::-1]])  # every face and its mirror
-    both = Dataset(Split(faces, np.concatenate([data.train.labels] * 2), "mirrored"), data.val)
-    teacher = str(run_dir / "model_float.keras")
-
-    labels = _targets(both, TrainConfig(data="", run_dir=""))
-    np.testing.assert_array_equal(labels, np.eye(len(EMOTIONS))[both.train.labels])
-    scores = _targets(both, TrainConfig(data="", run_dir="", teacher=teacher, distill=1.0))
-    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
-    assert np.abs(scores - labels).max() > 0.1  # the teacher's own scores, not the labels
-    np.testing.assert_allclose(scores[:n], scores[n:], atol=1e-6)  # a face and its mirror: the same target
-    mixed = _targets(both, TrainConfig(data="", run_dir="", teacher=teacher, distill=0.25))
-    np.testing.assert_allclose(mixed, 0.75 * labels + 0.25 * scores, atol=1e-6)
-
-
-def test_a_run_distils_from_a_teacher(run_dir, tmp_path):
-    student = tmp_path / "student"
-    teacher = str(run_dir / "model_float.keras")
-    argv = ["train", str(FER), "--run-dir", str(student), *TINY, "--teacher", teacher, "--distill", "0.6"]
-    assert training_main(argv) == 0
-    config = json.loads((student / "config.json").read_text())
-    assert (config["teacher"], config["distill"]) == (teacher, 0.6)
-    assert len(history_rows(student)) == 2
-    out = tmp_path / "models" / "emotion_int8.tflite"
-    assert convert_main([str(student), str(FER), "--out", str(out), "--max-drop", "100", "--calibration", "20"]) == 0
-    # the teacher's run travels with the model, as the earlier stages do
-    assert (out.parent / "report" / "teacher_history.csv").read_text() == (run_dir / "history.csv").read_text()
-    assert (out.parent / "report" / "teacher_config.json").exists()
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--teacher", "missing.keras"], "teacher model missing.keras: no such file"),
-        (["--distill", "0"], "distill: 0.0 is not in (0, 1]"),
-    ],
-)
-def test_a_teacher_that_cannot_teach_is_one_line_and_non_zero(run_dir, tmp_path, caplog, flags, message):
-    flags = ["--teacher", str(run_dir / "model_float.keras"), *flags]  # a later --teacher wins
-    assert training_main(["train", str(FER), "--run-dir", str(tmp_path / "r"), *TINY, *flags]) == 1
-    assert message in caplog.text
-    assert not (tmp_path / "r" / "config.json").exists()
-
-
 def test_convert_writes_a_verified_int8_model_and_card(run_dir, tmp_path):
     out = tmp_path / "models" / "emotion_int8.tflite"
     # the 3-epoch toy model is near chance, so int8 may differ from float by more than the real gate

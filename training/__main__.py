@@ -39,18 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         "many stages is widened to --widths/--dense, computing the same scores at the start",
     )
     t.add_argument(
-        "--teacher",
-        default=defaults.teacher,
-        help="distil from this .keras model: its mirror-averaged scores on the training faces are mixed into the "
-        "targets (knowledge distillation from a bigger, slower model)",
-    )
-    t.add_argument(
-        "--distill",
-        type=float,
-        default=defaults.distill,
-        help="weight of the teacher's scores in the targets, the rest is the label (default: %(default)s)",
-    )
-    t.add_argument(
         "--widths",
         default=",".join(map(str, defaults.widths)),
         help="channels per stage, comma-separated (default: %(default)s)",
@@ -117,8 +105,6 @@ def _train(args: argparse.Namespace, config_class) -> int:
             optimizer=args.optimizer,
             erase=args.erase,
             init=args.init,
-            teacher=args.teacher,
-            distill=args.distill,
             widths=tuple(int(w) for w in args.widths.split(",")),
             dense=args.dense,
             class_weight_power=args.class_weight_power,

@@ -61,11 +61,6 @@ class TrainConfig:
     # or a further training stage; a narrower one with as many stages is widened (model.widen).
     # Empty: random initialisation.
     init: str = ""
-    # A .keras model, usually bigger and slower than this one, whose mirror-averaged scores on the
-    # training faces are mixed into the targets with weight ``distill`` (knowledge distillation):
-    # its doubts on FER-2013's many ambiguous or mislabelled faces teach more than the hard label.
-    teacher: str = ""
-    distill: float = 0.5
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -145,53 +140,34 @@ def _initial_model(config: TrainConfig) -> keras.Model:
     return model
 
 
-def _targets(dataset: Dataset, config: TrainConfig) -> np.ndarray:
-    """Training targets: one-hot labels, mixed with the teacher's scores when there is one."""
-    labels = np.eye(len(EMOTIONS), dtype="float32")[dataset.train.labels]
-    if not config.teacher:
-        return labels
-    if not Path(config.teacher).is_file():
-        raise TrainError(f"teacher model {config.teacher}: no such file")
-    if not 0.0 < config.distill <= 1.0:
-        raise TrainError(f"distill: {config.distill} is not in (0, 1]")
-    teacher = keras.models.load_model(config.teacher, compile=False)
-    if teacher.output_shape[-1] != len(EMOTIONS):
-        raise TrainError(f"teacher model {config.teacher}: {teacher.output_shape[-1]} outputs, not {len(EMOTIONS)}")
-    faces = dataset.train.images[..., None].astype("float32") / 255.0
-    # mirrored too, because training mirrors faces: the target must not depend on the side
-    scores = sum(teacher.predict(x, batch_size=256, verbose=0) for x in (faces, faces[:, :, ::-1])) / 2
-    agreement = (scores.argmax(axis=1) == dataset.train.labels).mean()
-    log.info("teacher %s agrees with %.1f%% of the training labels", config.teacher, 100 * agreement)
-    return ((1.0 - config.distill) * labels + config.distill * scores).astype("float32")
-
-
-def _datasets(dataset: Dataset, targets: np.ndarray, config: TrainConfig):
+def _datasets(dataset: Dataset, config: TrainConfig):
     import tensorflow as tf
 
+    k = len(EMOTIONS)
     weights = class_weights(dataset.train.labels, config.class_weight_power).astype("float32")
     augment = _augmenter(config.erase)
 
     def scale(images):
         return tf.cast(images[..., None], tf.float32) / 255.0
 
-    def augmented(images, batch_targets, labels):
-        return (
-            tf.clip_by_value(augment(scale(images), training=True), 0.0, 1.0),
-            batch_targets,
-            tf.gather(weights, labels),
-        )
-
     train = (
-        tf.data.Dataset.from_tensor_slices((dataset.train.images, targets, dataset.train.labels))
+        tf.data.Dataset.from_tensor_slices((dataset.train.images, dataset.train.labels))
         .shuffle(len(dataset.train), seed=config.seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
-        .map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(
+            lambda x, y: (
+                tf.clip_by_value(augment(scale(x), training=True), 0.0, 1.0),
+                tf.one_hot(y, k),
+                tf.gather(weights, y),
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .prefetch(tf.data.AUTOTUNE)
     )
     val = (
         tf.data.Dataset.from_tensor_slices((dataset.val.images, dataset.val.labels))
         .batch(256)
-        .map(lambda x, y: (scale(x), tf.one_hot(y, len(EMOTIONS))))
+        .map(lambda x, y: (scale(x), tf.one_hot(y, k)))
         .prefetch(tf.data.AUTOTUNE)
     )
     return train, val
@@ -218,7 +194,6 @@ def train(config: TrainConfig) -> dict:
         dataset.val.origin,
         len(dataset.train.skipped) + len(dataset.val.skipped),
     )
-    targets = _targets(dataset, config)
     done = _finished_epochs(run_dir)
     checkpoint = run_dir / CHECKPOINT
     if done and checkpoint.exists():
@@ -235,7 +210,7 @@ def train(config: TrainConfig) -> dict:
         )
     # only now: a stored config is what a rerun resumes with, so one that cannot start is not kept
     config.save(run_dir / "config.json")
-    train_ds, val_ds = _datasets(dataset, targets, config)
+    train_ds, val_ds = _datasets(dataset, config)
     if done < config.epochs:
         model.fit(
             train_ds,
