@@ -104,29 +104,77 @@ def test_a_wider_run_grows_from_a_narrower_model(run_dir, tmp_path):
     assert grown[:, :, :, 16:].std() > 0  # new filters start random, not dead
 
 
-def test_a_widened_model_computes_the_same_scores():
+def fixture_faces() -> np.ndarray:
     import cv2
+
+    faces = np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in sorted(FER.glob("*/*/*.jpg"))])
+    return faces[..., None].astype("float32") / 255.0
+
+
+def trained_looking(model):
+    """Random batch-norm statistics, not the identity defaults, so that channels differ in strength."""
     import keras
 
-    from training.model import build_model, widen
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, w.shape).astype("float32") for w in layer.get_weights()])
+    return model
+
+
+def test_a_widened_model_computes_the_same_scores():
+    import keras
+
+    from training.model import build_model, resize
 
     keras.utils.set_random_seed(1)
-    narrow, wide = build_model((8, 16), 16), build_model((12, 24), 40)
-    for layer in narrow.layers:  # trained-looking batch norm statistics, not the identity defaults
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([np.random.uniform(0.5, 2, w.shape).astype("float32") for w in layer.get_weights()])
-    widen(narrow, wide)
-    faces = np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in sorted(FER.glob("*/*/*.jpg"))])
-    faces = faces[..., None].astype("float32") / 255.0
+    narrow, wide = trained_looking(build_model((8, 16), 16)), build_model((12, 24), 40)
+    resize(narrow, wide)
+    faces = fixture_faces()
     np.testing.assert_allclose(wide.predict(faces, verbose=0), narrow.predict(faces, verbose=0), atol=1e-5)
 
 
-@pytest.mark.parametrize("widths", [["--widths", "4,16"], ["--widths", "8,16,32"]])
-def test_an_init_model_that_does_not_fit_is_one_line_and_non_zero(run_dir, tmp_path, caplog, widths):
+def test_pruning_channels_that_carry_nothing_keeps_the_scores():
+    """Channels whose batch norm outputs zero are the weakest, so pruning them must not change a score:
+    this holds only if every layer reading them (the next convolution, the flattened head, the logits)
+    drops the same rows as the layer making them."""
+    import keras
+
+    from training.model import build_model, resize
+
+    keras.utils.set_random_seed(2)
+    wide = trained_looking(build_model((8, 16), 16))
+    for layer in wide.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            dead = np.arange(1, len(gamma), 4)  # spread out, not the trailing ones a plain slice would drop
+            gamma[dead], beta[dead] = 0.0, 0.0  # ReLU(0) = 0: these channels carry nothing
+            layer.set_weights([gamma, beta, mean, variance])
+    pruned = build_model((6, 12), 12)  # each layer loses exactly its dead channels
+    resize(wide, pruned)
+    faces = fixture_faces()
+    np.testing.assert_allclose(pruned.predict(faces, verbose=0), wide.predict(faces, verbose=0), atol=1e-5)
+
+
+def test_a_narrower_run_starts_from_the_strongest_channels(run_dir, tmp_path):
+    import keras
+
+    narrow = tmp_path / "narrow"
+    init = run_dir / "model_float.keras"
+    argv = ["train", str(FER), "--run-dir", str(narrow), *TINY, "--widths", "4,16", "--dense", "16", "--init"]
+    assert training_main([*argv, str(init), "--learning-rate", "0", "--weight-decay", "0"]) == 0
+    source = keras.models.load_model(init)
+    gamma, _, _, variance = source.get_layer("s1_bn1").get_weights()
+    strongest = np.argsort(-np.abs(gamma) / np.sqrt(variance + 1e-3))[:4]
+    kept = keras.models.load_model(narrow / "model_float.keras").get_layer("s1_conv1").get_weights()[0]
+    np.testing.assert_array_equal(kept, source.get_layer("s1_conv1").get_weights()[0][..., strongest])
+
+
+def test_an_init_model_that_does_not_fit_is_one_line_and_non_zero(run_dir, tmp_path, caplog):
     init = str(run_dir / "model_float.keras")
-    argv = ["train", str(FER), "--run-dir", str(tmp_path / "r"), *widths, "--init", init]
+    argv = ["train", str(FER), "--run-dir", str(tmp_path / "r"), "--widths", "8,16,32", "--init", init]
     assert training_main(argv) == 1
-    assert f"init model {init} does not fit {' '.join(widths)}" in caplog.text
+    assert f"init model {init} does not fit --widths 8,16,32" in caplog.text
     assert not (tmp_path / "r" / "config.json").exists()  # else the same command would resume with the bad flags
 
 

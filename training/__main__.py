@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument(
         "--init",
         default=defaults.init,
-        help="start from this .keras model's weights, e.g. to fine-tune on your faces; a narrower model with as "
-        "many stages is widened to --widths/--dense, computing the same scores at the start",
+        help="start from this .keras model's weights, e.g. to fine-tune on your faces; a model of other widths with "
+        "as many stages is resized to --widths/--dense: widened computing the same scores, or pruned to the "
+        "channels its batch norms scale most",
     )
     t.add_argument(
         "--widths",

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.emotions import EMOTIONS
 from training.data import Dataset, load_dataset
-from training.model import build_model, widen
+from training.model import build_model, resize
 from training.report import classification_report, plot_history, write_evaluation
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class TrainConfig:
     # regulariser against this CNN's overfitting on FER-2013 (train accuracy outruns validation).
     erase: float = 0.0
     # A .keras model whose weights start the run: fine-tuning the shipped model on your own faces,
-    # or a further training stage; a narrower one with as many stages is widened (model.widen).
+    # or a further training stage; one of other widths with as many stages is widened or pruned to
+    # --widths/--dense (model.resize).
     # Empty: random initialisation.
     init: str = ""
     val_fraction: float = 0.1
@@ -130,8 +131,8 @@ def _initial_model(config: TrainConfig) -> keras.Model:
             if [w.shape for w in source.weights] == [w.shape for w in model.weights]:
                 model.set_weights(source.get_weights())
             else:
-                widen(source, model)
-                log.info("widened %s to --widths %s --dense %d", config.init, _joined(config.widths), config.dense)
+                resize(source, model)
+                log.info("resized %s to --widths %s --dense %d", config.init, _joined(config.widths), config.dense)
         except ValueError as exc:
             raise TrainError(
                 f"init model {config.init} does not fit --widths {_joined(config.widths)} --dense {config.dense}: {exc}"
