@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         "--flip-average",
         action="store_true",
         help="average each face's scores with its mirror image's inside the model "
-        "(+0.3 to +0.7 accuracy points measured here, twice the time per face)",
+        "(one invoke, twice the time per face; docs/model.md has what it gained)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     from convert.quantize import convert
-    from edge.model_card import ModelError
+    from edge.vision.model_card import ModelError
     from training.data import DataError
 
     try:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import EmotionClassifier
-from edge.emotions import EMOTIONS, FACE_SIZE
-from edge.model_card import ModelCard, TensorSpec, card_path, sha256_of
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.emotions import EMOTIONS, FACE_SIZE
+from edge.vision.model_card import ModelCard, TensorSpec, card_path, sha256_of
 from training.data import Dataset, load_dataset
 from training.evaluate import predict_keras
 from training.report import classification_report, write_evaluation
@@ -169,7 +169,7 @@ def convert(config: ConvertConfig) -> dict:
 
 def _card(content: bytes, info: dict, placeholder: bool = False) -> ModelCard:
     """A card read off the model itself, so shapes and quantisation parameters cannot drift."""
-    from edge.litert import interpreter_class
+    from edge.vision.litert import interpreter_class
 
     interpreter_cls, _ = interpreter_class()
     interpreter = interpreter_cls(model_content=content)

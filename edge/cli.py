@@ -15,11 +15,12 @@ from typing import Any
 
 from edge import __version__
 from edge.config import ConfigError, load, to_toml
-from edge.detector import DetectorError
-from edge.litert import BackendError
-from edge.model_card import ModelError
-from edge.sources import DEMO_CLIP, SourceError
+from edge.sources import SourceError
 from edge.systemd import under_journald
+from edge.tools.demo import DEMO_CLIP
+from edge.vision.detector import DetectorError
+from edge.vision.litert import BACKENDS, BackendError
+from edge.vision.model_card import ModelError
 
 log = logging.getLogger("edge")
 
@@ -63,21 +64,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from edge import analyze
+    from edge.tools import analyze
 
     config = load(args.config) if args.config else None
     return analyze.run(args.src, args.format, args.annotate, args.summary, config)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edge import bench
+    from edge.tools import bench
 
-    bench.run(args.src, load(args.config) if args.config else None, frames=args.frames)
+    if args.classifier:
+        bench.run_classifier(args.model, backend=args.backend, threads=args.threads, n=args.faces)
+    else:
+        bench.run(args.src, load(args.config) if args.config else None, frames=args.frames)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge import demo
+    from edge.tools import demo
 
     overrides = _run_overrides(args)
     overrides.setdefault("source.spec", str(DEMO_CLIP))
@@ -144,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("src", nargs="?", metavar="SRC", help="video, image or folder (default: the bundled clip)")
     bench.add_argument("--frames", type=_positive, default=300, metavar="N", help="frames to time (300)")
     bench.add_argument("--config", metavar="FILE", help="take [detector]/[classifier]/[tracker] from this file")
+    bench.add_argument("--classifier", action="store_true", help="time the emotion classifier alone, ms per face")
+    bench.add_argument("--model", metavar="M", help="with --classifier: a .tflite with its .json card")
+    bench.add_argument("--backend", default="auto", choices=("auto", *BACKENDS), help="with --classifier (auto)")
+    bench.add_argument("--threads", type=_positive, default=1, metavar="N", help="with --classifier: threads (1)")
+    bench.add_argument("--faces", "--n", type=_positive, default=500, metavar="N", help="with --classifier (500)")
     _add_log_level(bench)
     bench.set_defaults(func=cmd_bench)
 

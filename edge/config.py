@@ -15,13 +15,14 @@ import re
 import secrets
 import socket
 import sys
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.detector import DETECTORS, DetectorError, find_cascade
-from edge.litert import BACKENDS
+from edge.vision.detector import DETECTORS, DetectorError, find_cascade
+from edge.vision.litert import BACKENDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,10 +59,15 @@ def setting(
 
 @dataclass
 class SourceConfig:
+    """Where frames come from."""
+
     spec: str = setting(
-        "auto", doc="auto, picamera2, a webcam index or /dev/videoN, a file, a folder, rtsp:// or http://"
+        "auto",
+        doc="where frames come from: `auto` (the Pi camera if attached, else the first USB webcam), `picamera2`, "
+        "a webcam index (`0`) or device (`/dev/video0`), a video file, an image, a folder of images, "
+        "an `rtsp://` or `http://` URL",
     )
-    width: int = setting(640, lo=16, hi=7680, doc="capture width in pixels")
+    width: int = setting(640, lo=16, hi=7680, doc="capture width in pixels; faces are cropped from this resolution")
     height: int = setting(480, lo=16, hi=4320, doc="capture height in pixels")
     fps: float = setting(0.0, lo=0, hi=240, doc="capture rate; 0 = the source's own rate")
     loop: bool = setting(False, doc="restart a video file or folder at its end instead of stopping")
@@ -69,61 +75,123 @@ class SourceConfig:
 
 @dataclass
 class DetectorConfig:
-    type: str = setting("haar", choices=tuple(DETECTORS), doc="face detector backend")
-    cascade: str = setting("", doc="Haar cascade: a file, or a name in OpenCV's cascades; empty = frontalface_alt2")
-    scale_factor: float = setting(1.2, lo=1.01, hi=2.0, doc="image pyramid step of the cascade")
-    min_neighbors: int = setting(5, lo=0, hi=50, doc="overlapping hits needed to accept a face")
+    """Finding faces in each frame."""
+
+    type: str = setting(
+        "haar", choices=tuple(DETECTORS), doc="face detector backend; `haar` is OpenCV's frontal-face Haar cascade"
+    )
+    cascade: str = setting(
+        "",
+        doc="cascade XML: a file, or the name of one of OpenCV's cascades (cv2.data, Debian's "
+        "/usr/share/opencv4/haarcascades); empty = `haarcascade_frontalface_alt2.xml`",
+    )
+    scale_factor: float = setting(1.2, lo=1.01, hi=2.0, doc="image pyramid step: smaller finds more faces, slower")
+    min_neighbors: int = setting(
+        5, lo=0, hi=50, doc="overlapping hits needed to accept a face: higher, fewer false faces"
+    )
     min_size: int = setting(40, lo=8, hi=4096, doc="smallest face in full-resolution pixels")
-    detect_width: int = setting(320, lo=64, hi=7680, doc="frames are downscaled to this width for detection")
+    detect_width: int = setting(
+        320, lo=64, hi=7680, doc="frames are downscaled to this width for detection; boxes are scaled back"
+    )
 
 
 @dataclass
 class ClassifierConfig:
-    model: str = setting("", doc="TFLite model with its .json card beside it; empty = the shipped model")
-    backend: str = setting("auto", choices=("auto", *BACKENDS), doc="TFLite interpreter")
-    num_threads: int = setting(1, lo=1, hi=64, doc="interpreter threads")
+    """The emotion model and the interpreter that runs it."""
+
+    model: str = setting(
+        "", doc="`.tflite` model with its `.json` card beside it; empty = the shipped `models/emotion_int8.tflite`"
+    )
+    backend: str = setting(
+        "auto",
+        choices=("auto", *BACKENDS),
+        doc="TFLite interpreter; `auto` tries ai_edge_litert, then tflite_runtime, then tensorflow",
+    )
+    num_threads: int = setting(1, lo=1, hi=64, doc="interpreter threads (the rest of the pipeline needs one core)")
 
 
 @dataclass
 class TrackerConfig:
-    smoothing: float = setting(0.6, lo=0, hi=0.99, doc="weight of the past in each track's running probabilities")
-    hysteresis: float = setting(0.1, lo=0, hi=1, doc="margin a new emotion needs over the current one")
+    """Following faces across frames and turning their emotions into events."""
+
+    smoothing: float = setting(
+        0.6, lo=0, hi=0.99, doc="weight of the past in each face's running probabilities, per frame (0 = none)"
+    )
+    hysteresis: float = setting(
+        0.1, lo=0, hi=1, doc="how far a new emotion must lead the current one before the label changes: stops flicker"
+    )
     max_missing: float = setting(1.0, lo=0, hi=3600, doc="seconds a face may vanish before its track ends")
-    iou_threshold: float = setting(0.3, lo=0.01, hi=1, doc="box overlap that links a face to a track")
-    min_hits: int = setting(2, lo=1, hi=100, doc="frames in a row a face must be seen before its track starts")
+    iou_threshold: float = setting(
+        0.3, lo=0.01, hi=1, doc="box overlap (intersection over union) that links a face to an existing track"
+    )
+    min_hits: int = setting(
+        2,
+        lo=1,
+        hi=100,
+        doc="frames in a row a face must be seen before its track starts (1 = at once): "
+        "a one-frame false face makes no events",
+    )
 
 
 @dataclass
 class MqttConfig:
+    """The broker, the topics and what happens while the broker is away."""
+
     host: str = setting("localhost", doc="broker host name or address")
     port: int = setting(1883, lo=1, hi=65535, doc="broker port (8883 is usual for TLS)")
-    client_id: str = setting("", doc="MQTT client id; empty = emotion-edge-<device_id>-<random>")
+    client_id: str = setting(
+        "", doc="MQTT client id; empty = `emotion-edge-<device_id>-<6 random hex>`, new on every start"
+    )
     username: str = setting("", doc="broker user; empty = anonymous")
     password: str = setting("", doc="broker password")
-    tls: bool = setting(False, doc="use TLS (implied by tls_ca/tls_cert); empty tls_ca = the system CAs")
-    tls_ca: str = setting("", doc="CA certificate file that signed the broker's certificate")
-    tls_cert: str = setting("", doc="client certificate file (for brokers that require one)")
-    tls_key: str = setting("", doc="client private key file")
-    keepalive: int = setting(60, lo=5, hi=3600, doc="seconds between pings; the will fires after 1.5x this")
-    qos: int = setting(1, lo=0, hi=2, doc="QoS of everything published")
-    topic_prefix: str = setting("emotion-edge", pattern=_TOPIC_PATH, doc="first topic level(s)")
-    device_id: str = setting("", pattern=_TOPIC_LEVEL, doc="topic level naming this device; empty = hostname")
-    queue_size: int = setting(1000, lo=1, hi=1_000_000, doc="events kept while the broker is away")
-    spool: str = setting(
-        "", doc="file keeping the events still queued at stop for the next start; empty = $STATE_DIRECTORY"
+    tls: bool = setting(
+        False, doc="use TLS; implied by `tls_ca`/`tls_cert`; with no `tls_ca` the system's CA certificates are used"
     )
-    heartbeat: float = setting(60.0, lo=1, hi=86400, doc="seconds between state re-sends when nothing changes")
+    tls_ca: str = setting("", doc="CA certificate file that signed the broker's certificate")
+    tls_cert: str = setting("", doc="client certificate file, for brokers that require one")
+    tls_key: str = setting("", doc="client private key file")
+    keepalive: int = setting(
+        60,
+        lo=5,
+        hi=3600,
+        doc="seconds between keepalive pings; the broker publishes the last will after 1.5x this without news",
+    )
+    qos: int = setting(1, lo=0, hi=2, doc="QoS of everything published")
+    topic_prefix: str = setting(
+        "emotion-edge", pattern=_TOPIC_PATH, doc="first topic level(s): topics are `<topic_prefix>/<device_id>/…`"
+    )
+    device_id: str = setting("", pattern=_TOPIC_LEVEL, doc="topic level naming this device; empty = the hostname")
+    queue_size: int = setting(
+        1000,
+        lo=1,
+        hi=1_000_000,
+        doc="events kept while the broker is unreachable; beyond it the oldest are dropped and counted",
+    )
+    spool: str = setting(
+        "",
+        doc="file keeping the events still queued at stop, sent after the next start; empty = `mqtt-spool.jsonl` "
+        "in systemd's `StateDirectory` (`/var/lib/emotion-edge`), none outside systemd",
+    )
+    heartbeat: float = setting(
+        60.0, lo=1, hi=86400, doc="seconds between re-sends of the retained state when nothing changes"
+    )
     stats_interval: float = setting(30.0, lo=1, hi=86400, doc="seconds between stats messages")
 
 
 @dataclass
 class HomeAssistantConfig:
-    enabled: bool = setting(True, doc="publish Home Assistant MQTT discovery")
+    """Home Assistant MQTT discovery."""
+
+    enabled: bool = setting(
+        True, doc="publish Home Assistant MQTT discovery, so the device and its sensors appear by themselves"
+    )
     discovery_prefix: str = setting("homeassistant", pattern=_TOPIC_PATH, doc="Home Assistant's discovery prefix")
 
 
 @dataclass
 class LoggingConfig:
+    """What the service writes to its log (the journal under systemd)."""
+
     level: str = setting("info", choices=LOG_LEVELS, doc="log level")
 
 
@@ -331,13 +399,23 @@ def _where(config: Config, name: str) -> str:
 
 
 def describe() -> list[tuple[str, Any, str, str]]:
-    """(key, default, environment variable, meaning) for every setting: the README table and --help."""
+    """(key, default, environment variable, meaning) for every setting: the docs and the example file."""
     rows = []
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             env = f"{ENV_PREFIX}{section.upper()}_{f.name.upper()}"
-            rows.append((f"{section}.{f.name}", f.default, env, f.metadata["doc"]))
+            rows.append((f"{section}.{f.name}", f.default, env, _meaning(f)))
     return rows
+
+
+def _meaning(f: dataclasses.Field) -> str:
+    """The key's doc with the values it accepts, as the checker enforces them."""
+    lo, hi, choices = (f.metadata[k] for k in ("lo", "hi", "choices"))
+    if choices:
+        return f"{f.metadata['doc']} (one of {', '.join(f'`{c}`' for c in choices)})"
+    if lo is not None:
+        return f"{f.metadata['doc']} ({_num(lo)}..{_num(hi)})"
+    return f.metadata["doc"]
 
 
 def to_toml(config: Config) -> str:
@@ -360,3 +438,77 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# What the generated files say around the keys; the keys themselves come from the dataclasses above.
+REFERENCE_DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+EXAMPLE_FILE = Path(__file__).resolve().parent.parent / "config.example.toml"
+REFERENCE_BEGIN = "<!-- generated by `python -m edge.config --write`: edit edge/config.py, not this table -->"
+REFERENCE_END = "<!-- end of generated table -->"
+EXAMPLE_HEADER = """\
+# emotion-edge settings. setup.sh installs this file as /etc/emotion-edge/config.toml.
+# Generated from edge/config.py by `python -m edge.config --write`; docs/configuration.md explains it.
+#
+# Every key is listed with its default, so the file works as it is. Change what you need, then run
+#     emotion-edge check-config /etc/emotion-edge/config.toml
+# and restart the service (sudo systemctl restart emotion-edge).
+#
+# Any key can also be set from the environment as EMOTION_EDGE_<SECTION>_<KEY>, for example
+# EMOTION_EDGE_MQTT_HOST=broker.lan (in a systemd drop-in). Flags beat the environment, which beats
+# this file. Unknown keys and bad values stop the service with a message naming the key.
+# Use absolute paths for files.
+"""
+
+
+def reference_table() -> str:
+    """The Markdown table of every key, for docs/configuration.md."""
+    rows = ["| key | default | environment variable | meaning |", "| --- | --- | --- | --- |"]
+    for key, default, env, meaning in describe():
+        rows.append(f"| `{key}` | `{_toml_value(default)}` | `{env}` | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def example_toml() -> str:
+    """config.example.toml: every section and key at its default, each with its meaning as a comment."""
+    out = [EXAMPLE_HEADER]
+    for section, cls in SECTIONS.items():
+        out.append(f"\n[{section}]\n# {cls.__doc__}\n")
+        for f in dataclasses.fields(cls):
+            meaning = _meaning(f).replace("`", "")
+            out.extend(f"# {line}\n" for line in textwrap.wrap(meaning, 98))
+            out.append(f"{f.name} = {_toml_value(f.default)}\n")
+    return "".join(out)
+
+
+def with_reference(doc: str) -> str:
+    """``doc`` (docs/configuration.md's text) with its generated table replaced by the current one."""
+    head, found, rest = doc.partition(REFERENCE_BEGIN + "\n")
+    _old, found_end, tail = rest.partition(REFERENCE_END)
+    if not (found and found_end):
+        raise ValueError(f"{REFERENCE_DOC}: the markers around the generated table are missing")
+    return f"{head}{REFERENCE_BEGIN}\n{reference_table()}{REFERENCE_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge.config --write``: regenerate the docs table and the example file after changing a key;
+    ``--check`` fails (exit 1) when either is out of date, as CI's tests do."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m edge.config", description=main.__doc__)
+    parser.add_argument("--write", action="store_true", help="rewrite the stale files (default: only check)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a file is out of date (the default)")
+    args = parser.parse_args(argv)
+    wanted = {REFERENCE_DOC: with_reference(REFERENCE_DOC.read_text()), EXAMPLE_FILE: example_toml()}
+    stale = [path for path, text in wanted.items() if path.read_text() != text]
+    if args.write:
+        for path in stale:
+            path.write_text(wanted[path])
+            print(f"wrote {path}")
+        return 0
+    for path in stale:
+        print(f"{path}: out of date; run python -m edge.config --write", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

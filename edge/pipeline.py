@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.classifier import EmotionClassifier
 from edge.config import Config
-from edge.detector import Box, Detector, create_detector
 from edge.sources import Frame
-from edge.tracker import FaceTracker, Track, TrackEvent
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.detector import Box, Detector, create_detector
+from edge.vision.tracker import FaceTracker, Track, TrackEvent
 
 
 @dataclass
@@ -30,9 +30,7 @@ class FrameResult:
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
     """The face at full resolution, without a margin: Haar's box frames a face much as FER-2013's crops
-    do (box side / face side 1.00 on average over the bundled clip). Measured with a training checkpoint
-    on 428 FER test faces composed into 640x480 frames: accuracy 48.6% with the box as is, 45.3% with
-    10% cut off each side, 40.9% and 32.0% with 10% and 20% added (the original crops: 50.2%)."""
+    do, and a margin or a tighter cut lowered accuracy when measured (docs/model.md)."""
     x, y, w, h = box
     return image[y : y + h, x : x + w]
 

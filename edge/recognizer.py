@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import EmotionClassifier
-from edge.detector import Box, Detector, create_detector
-from edge.emotions import to_gray
 from edge.pipeline import crop
 from edge.sources import Frame
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.detector import Box, Detector, create_detector
+from edge.vision.emotions import to_gray
 
 
 class EmotionRecognizer:

@@ -15,21 +15,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge import __version__, payloads
+from edge import __version__
 from edge.config import Config
-from edge.discovery import Discovery
-from edge.mqtt import MqttPublisher, spool_path
-from edge.payloads import Topics
+from edge.mqtt import payloads
+from edge.mqtt.discovery import Discovery
+from edge.mqtt.payloads import Topics
+from edge.mqtt.publisher import MqttPublisher, spool_path
 from edge.pipeline import FrameResult, Pipeline
 from edge.sources import LatestFrameReader, open_source
 from edge.systemd import Watchdog, notify
-from edge.tracker import Track, TrackEvent
+from edge.vision.tracker import Track, TrackEvent
 
 log = logging.getLogger(__name__)
 
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 READ_TIMEOUT = 0.2  # seconds the loop waits for a frame before it looks at the clock and the stop flag
-STOP_BUDGET = 1.5  # seconds for the MQTT goodbye, inside systemd's and the 2 s
+STOP_BUDGET = 1.5  # seconds for the MQTT goodbye, so a stop ends within 2 s (the unit waits up to 20)
 
 
 def cpu_temperature() -> float | None:

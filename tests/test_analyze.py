@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge import analyze
-from edge.emotions import EMOTIONS
-from edge.sources import DEMO_CLIP
+from edge.tools import analyze
+from edge.tools.demo import DEMO_CLIP
+from edge.vision.emotions import EMOTIONS
 
 MEDIA = Path(__file__).resolve().parent / "fixtures" / "media"
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 def clip_jsonl(tmp_path_factory):
     """A real process, so anything a native library prints to stdout would show up in it."""
     out = tmp_path_factory.mktemp("analyze")
-    code = "import sys; from edge.analyze import run; sys.exit(run(sys.argv[1], annotate=sys.argv[2]))"
+    code = "import sys; from edge.tools.analyze import run; sys.exit(run(sys.argv[1], annotate=sys.argv[2]))"
     done = subprocess.run(
         [sys.executable, "-c", code, str(DEMO_CLIP), str(out / "annotated.avi")],
         capture_output=True,

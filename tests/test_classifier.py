@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.classifier import DEFAULT_MODEL, EmotionClassifier
-from edge.emotions import EMOTIONS
-from edge.model_card import ModelError
+from edge.vision.classifier import DEFAULT_MODEL, EmotionClassifier
+from edge.vision.emotions import EMOTIONS
+from edge.vision.model_card import ModelError
 
 FER = Path(__file__).parent / "fixtures" / "fer"
 
@@ -100,7 +100,7 @@ def test_corrupt_model_with_matching_card(tmp_path):
 def test_classifier_never_imports_tensorflow():
     code = (
         "import sys, numpy as np\n"
-        "from edge.classifier import EmotionClassifier\n"
+        "from edge.vision.classifier import EmotionClassifier\n"
         "c = EmotionClassifier.load()\n"
         "c.predict(np.zeros((1, 48, 48), np.uint8))\n"
         "print(c.backend, 'tensorflow' in sys.modules)\n"

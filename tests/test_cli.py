@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import REPO, Broker, Subscriber, edge_command, free_port, port_open
+from helpers import REPO, Broker, Subscriber, edge_command, free_port, port_open
 
 from edge.cli import EX_CONFIG
 

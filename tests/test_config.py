@@ -114,3 +114,12 @@ def test_show_round_trips_through_toml(tmp_path: Path) -> None:
     assert 'p"q' not in shown and 'password = "********"' in shown
     reloaded = load(write(tmp_path, shown.replace("********", "x")), env={})
     assert reloaded.mqtt.port == 1999 and reloaded.mqtt.client_id == c.mqtt.client_id
+
+
+def test_docs_and_example_are_generated_from_the_settings_themselves() -> None:
+    """docs/configuration.md's table and config.example.toml come from edge/config.py alone."""
+    assert cfg.main(["--check"]) == 0, "run python -m edge.config --write"
+    table = cfg.reference_table()
+    for key, default, env, _meaning in cfg.describe():
+        assert f"| `{key}` | `{cfg._toml_value(default)}` | `{env}` |" in table
+    assert cfg.REFERENCE_BEGIN + "\n" + table in cfg.REFERENCE_DOC.read_text()

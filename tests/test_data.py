@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.emotions import EMOTIONS
+from edge.vision.emotions import EMOTIONS
 from training.data import DataError, load_dataset, load_split
 
 FER = Path(__file__).parent / "fixtures" / "fer"

@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge.detector import DETECTORS, DetectorError, HaarDetector, create_detector, find_cascade
 from edge.sources import Frame
-from edge.tracker import iou
+from edge.vision.detector import DETECTORS, DetectorError, HaarDetector, create_detector, find_cascade
+from edge.vision.tracker import iou
 
 MEDIA = Path(__file__).resolve().parent / "fixtures" / "media"
 # Where the fixture images have their faces (x, y, side), as they were composed.

@@ -11,8 +11,8 @@ import pytest
 
 from convert.__main__ import main as convert_main
 from convert.quantize import ConversionError, ConvertConfig, convert
-from edge.classifier import EmotionClassifier
-from edge.emotions import EMOTIONS
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.emotions import EMOTIONS
 from training.__main__ import main as training_main
 
 FER = Path(__file__).parent / "fixtures" / "fer"

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Broker, Subscriber, wait_until
+from helpers import Broker, Subscriber, wait_until
 
-from edge import discovery
 from edge.config import Config, load
-from edge.mqtt import MqttPublisher, spool_path
-from edge.payloads import Topics
+from edge.mqtt import discovery
+from edge.mqtt.payloads import Topics
+from edge.mqtt.publisher import MqttPublisher, spool_path
 
 
 def make_config(tmp_path: Path, port: int, **mqtt: object) -> Config:

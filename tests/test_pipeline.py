@@ -1,6 +1,6 @@
 """The whole vision pipeline on the bundled demo clip with the shipped model.
 
-The clip (edge/demo/demo.mp4, 6 s at 15 fps) shows FER-2013 test faces composed at known places:
+The clip (edge/tools/demo.mp4, 6 s at 15 fps) shows FER-2013 test faces composed at known places:
 face A throughout, face C from the start to frame 69, face B from frame 15 to 59. With the default
 ``tracker.min_hits`` of 2 a face's track starts at its second frame. What the
 model calls each face is not asserted (the shipped model is replaced as training improves), only
@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.classifier import EmotionClassifier
 from edge.config import Config
-from edge.detector import DetectorError, HaarDetector
-from edge.model_card import ModelError
 from edge.pipeline import Pipeline, crop
-from edge.sources import DEMO_CLIP, open_source
-from edge.tracker import END, START, FaceTracker
+from edge.sources import open_source
+from edge.tools.demo import DEMO_CLIP
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.detector import DetectorError, HaarDetector
+from edge.vision.model_card import ModelError
+from edge.vision.tracker import END, START, FaceTracker
 
 FACES_PER_FRAME = [0] + [2] * 15 + [3] * 44 + [2] * 10 + [1] * 20
 

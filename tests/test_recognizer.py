@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.classifier import EmotionClassifier
-from edge.detector import Box, HaarDetector
-from edge.emotions import EMOTIONS
-from edge.model_card import ModelError
 from edge.pipeline import crop
 from edge.recognizer import EmotionRecognizer
 from edge.sources import Frame
-from edge.tracker import iou
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.detector import Box, HaarDetector
+from edge.vision.emotions import EMOTIONS
+from edge.vision.model_card import ModelError
+from edge.vision.tracker import iou
 
 MEDIA = Path(__file__).resolve().parent / "fixtures" / "media"
 # Where three_faces.jpg has its faces (x, y, side), as it was composed.

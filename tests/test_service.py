@@ -15,12 +15,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Broker, Subscriber, edge_command, wait_until
+from helpers import REPO, Broker, Subscriber, edge_command, wait_until
 
-from edge import payloads
-from edge.emotions import EMOTIONS
-from edge.sources import DEMO_CLIP
+from edge.mqtt import payloads
 from edge.systemd import notify, watchdog_interval
+from edge.tools.demo import DEMO_CLIP
+from edge.vision.emotions import EMOTIONS
 
 DEVICE = "testpi"
 BASE = f"emotion-edge/{DEVICE}"
@@ -226,7 +226,7 @@ def test_notify_helpers_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_the_runtime_never_imports_tensorflow() -> None:
     code = (
-        "import sys, edge.cli, edge.service, edge.mqtt, edge.discovery, edge.pipeline\n"
+        "import sys, edge.cli, edge.service, edge.mqtt.publisher, edge.mqtt.discovery, edge.pipeline\n"
         "from edge.config import Config\n"
         "edge.pipeline.Pipeline.from_config(Config())\n"  # loads the interpreter too
         "assert 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if 'tensorflow' in m)\n"

@@ -21,9 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detector import HaarDetector
 from edge.sources import (
-    DEMO_CLIP,
     FolderSource,
     Frame,
     ImageSource,
@@ -35,7 +33,9 @@ from edge.sources import (
     WebcamSource,
     open_source,
 )
-from edge.tracker import iou
+from edge.tools.demo import DEMO_CLIP
+from edge.vision.detector import HaarDetector
+from edge.vision.tracker import iou
 
 MEDIA = Path(__file__).resolve().parent / "fixtures" / "media"
 CLIP_FRAMES, CLIP_FPS = 90, 15.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.emotions import EMOTIONS
-from edge.tracker import CHANGE, END, START, FaceTracker
+from edge.vision.emotions import EMOTIONS
+from edge.vision.tracker import CHANGE, END, START, FaceTracker
 
 
 def probs(**scores: float) -> np.ndarray:

@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.emotions import EMOTIONS, FACE_SIZE, face_to_input
+from edge.sources.images import IMAGE_SUFFIXES
+from edge.vision.emotions import EMOTIONS, FACE_SIZE, face_to_input
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
 CSV_COLUMNS = ("emotion", "pixels")
 # fer2013.csv's Usage values, by the split names this project uses.
 CSV_USAGE = {"train": "Training", "test": "PublicTest", "private": "PrivateTest"}

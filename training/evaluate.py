@@ -25,7 +25,7 @@ def predict_file(model_path: str | Path, images: np.ndarray) -> np.ndarray:
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: model file not found")
     if model_path.suffix == ".tflite":
-        from edge.classifier import EmotionClassifier
+        from edge.vision.classifier import EmotionClassifier
 
         return EmotionClassifier.load(model_path).predict(images)
     import keras

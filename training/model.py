@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from edge.emotions import EMOTIONS, FACE_SIZE
+from edge.vision.emotions import EMOTIONS, FACE_SIZE
 
 
 def build_model(

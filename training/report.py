@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # no display on a workstation's SSH session or in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from edge.emotions import EMOTIONS
+from edge.vision.emotions import EMOTIONS
 
 
 def classification_report(labels: np.ndarray, predicted: np.ndarray) -> dict:

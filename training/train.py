@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge.emotions import EMOTIONS
+from edge.vision.emotions import EMOTIONS
 from training.data import Dataset, load_dataset
 from training.model import build_model, resize
 from training.report import classification_report, plot_history, write_evaluation

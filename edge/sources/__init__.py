@@ -19,7 +19,6 @@ from edge.sources.picamera import Picamera2Source
 from edge.sources.reader import LatestFrameReader
 
 __all__ = [
-    "DEMO_CLIP",
     "FolderSource",
     "Frame",
     "FrameSource",
@@ -32,10 +31,6 @@ __all__ = [
     "WebcamSource",
     "open_source",
 ]
-
-# A few seconds of 640x480 video with one to three real faces (FER-2013 test photos) that change
-# expression, arrive and leave: the default clip of `bench` and `demo`, shipped inside the package.
-DEMO_CLIP = Path(__file__).resolve().parent.parent / "demo" / "demo.mp4"
 
 
 def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 0, loop: bool = False) -> FrameSource:

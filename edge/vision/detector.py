@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edge.emotions import to_gray
 from edge.sources import Frame
+from edge.vision.emotions import to_gray
 
 Box = tuple[int, int, int, int]
 

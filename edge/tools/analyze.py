@@ -32,13 +32,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.annotate import AnnotateError, draw, open_writer
 from edge.config import Config
-from edge.detector import DetectorError
-from edge.model_card import ModelError
 from edge.pipeline import FrameResult, Pipeline
 from edge.sources import FolderSource, ImageSource, SourceError, open_source
-from edge.tracker import Track
+from edge.tools.annotate import AnnotateError, draw, open_writer
+from edge.vision.detector import DetectorError
+from edge.vision.model_card import ModelError
+from edge.vision.tracker import Track
 
 FORMATS = ("jsonl", "csv")
 

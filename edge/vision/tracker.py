@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.detector import Box
+from edge.vision.detector import Box
 
 START, CHANGE, END = "start", "change", "end"
 

@@ -36,7 +36,7 @@ class Topics:
 
 
 class TrackLike(Protocol):
-    """What edge.tracker's Track and TrackEvent share and the payloads read."""
+    """What edge.vision.tracker's Track and TrackEvent share and the payloads read."""
 
     emotion: str
     confidence: float
@@ -44,7 +44,7 @@ class TrackLike(Protocol):
 
 
 class EventLike(TrackLike, Protocol):
-    """edge.tracker.TrackEvent, as far as the payload reads it."""
+    """edge.vision.tracker.TrackEvent, as far as the payload reads it."""
 
     kind: str
     track: int

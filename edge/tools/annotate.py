@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.sources import FolderSource, Frame, FrameSource, ImageSource
 from edge.sources.images import IMAGE_SUFFIXES
-from edge.tracker import Track
+from edge.vision.tracker import Track
 
 # One colour per emotion (BGR), in EMOTIONS order; unknown labels from a custom model get gray.
 COLOURS = {

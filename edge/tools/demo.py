@@ -1,7 +1,7 @@
 """``emotion-edge demo``: the whole pipeline on the bundled clip, printed as a subscriber sees it.
 
-This package also holds the clip itself (demo.mp4: real FER-2013 faces, 640x480), so an installed
-copy can run the demo with no camera and nothing else to download.
+The clip lies beside this module (demo.mp4, shipped in the package), so an installed copy can run
+the demo, and ``bench`` can time the pipeline, with no camera and nothing else to download.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import Config
-from edge.payloads import Topics
-from edge.service import serve
+from edge.mqtt.payloads import Topics
 
 log = logging.getLogger("edge")
+
+# A few seconds of 640x480 video with one to three real faces (FER-2013 PublicTest photos) that change
+# expression, arrive and leave.
+DEMO_CLIP = Path(__file__).resolve().parent / "demo.mp4"
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -70,7 +73,7 @@ class _Printer:
     """Subscribes to the demo device's topics and prints what arrives, as ``topic payload`` lines."""
 
     def __init__(self, config: Config, topics: Any) -> None:
-        from edge.mqtt import make_client
+        from edge.mqtt.publisher import make_client
 
         self.topics = topics
         self.count = 0
@@ -104,6 +107,8 @@ class _Printer:
 
 def run(config: Config, max_frames: int | None = None) -> int:
     """Serve ``config`` (the bundled clip unless told otherwise) and print what its subscribers get."""
+    from edge.service import serve  # not at import: bench and the tests need DEMO_CLIP without the service
+
     # Its own device id, so a demo beside the real service never touches the service's topics.
     config.mqtt.device_id = f"{config.mqtt.device_id}-demo"
     topics = Topics.of(config.mqtt.topic_prefix, config.mqtt.device_id)

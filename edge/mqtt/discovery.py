@@ -16,8 +16,8 @@ from typing import Any
 
 from edge import __version__
 from edge.config import Config
-from edge.mqtt import MqttPublisher
-from edge.payloads import OFFLINE, ONLINE, Topics
+from edge.mqtt.payloads import OFFLINE, ONLINE, Topics
+from edge.mqtt.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def messages(config: Config) -> list[tuple[str, str]]:
 class Discovery:
     """Publishes the discovery messages on connect and on Home Assistant's birth message."""
 
-    def __init__(self, config: Config, publisher: MqttPublisher) -> None:
+    def __init__(self, config: Config, publisher: Publisher) -> None:
         self._messages = messages(config)
         self._publisher = publisher
         self._status_topic = f"{config.homeassistant.discovery_prefix}/status"

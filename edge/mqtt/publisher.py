@@ -1,8 +1,8 @@
 """The publisher: the service's only way out to the network (publish / subscribe / stop).
 
-Shaped like Frigate's Communicator so another transport could stand in. The MQTT one is built for a
-Pi that boots before its broker, loses Wi-Fi, or outlives a broker restart: paho's own thread keeps
-reconnecting with backoff while the pipeline runs on, and what is published meanwhile waits in a
+Shaped like Frigate's Communicator (the ``Publisher`` protocol) so another transport could stand in.
+The MQTT one is built for a Pi that boots before its broker, loses Wi-Fi, or outlives a broker restart:
+paho's own thread keeps reconnecting with backoff while the pipeline runs on, and what is published meanwhile waits in a
 bounded queue (events in order; retained topics only their latest value) and goes out on reconnect.
 Events still queued when the service stops are kept in a spool file and sent after the next start;
 retained values are not, since the next run publishes the room as it is then.
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 
 from edge.config import ConfigError, MqttConfig
-from edge.payloads import OFFLINE, ONLINE
+from edge.mqtt.payloads import OFFLINE, ONLINE
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,12 @@ MessageCallback = Callable[[str, bytes], None]
 
 
 class Publisher(Protocol):
+    """What the rest of the runtime may ask of a transport, so Discovery works with any of them."""
+
     def publish(self, topic: str, payload: str, *, retain: bool = False) -> None: ...
     def subscribe(self, topic: str, callback: MessageCallback) -> None: ...
-    def stop(self) -> None: ...
+    def add_connect_hook(self, hook: Callable[[], None]) -> None: ...
+    def stop(self, timeout: float = 1.5) -> None: ...
 
 
 @dataclass

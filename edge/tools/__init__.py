@@ -1,0 +1,1 @@
+"""Offline commands beside the service: analyze a recording, draw it, benchmark, and the demo."""

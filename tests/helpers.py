@@ -1,0 +1,141 @@
+"""Test helpers: a real mosquitto broker on a free port, a paho subscriber that records messages, and
+the service's command line. Fixtures built from them live in conftest.py.
+
+The broker is Debian's /usr/sbin/mosquitto (or the one on PATH), started with a throwaway config so
+retained messages never leak from one test into another.
+"""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MOSQUITTO = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate``; fail naming ``what`` if it is still false after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Broker:
+    """One mosquitto process listening on 127.0.0.1:port."""
+
+    def __init__(self, tmp: Path, port: int | None = None, *, persistent: bool = False, listener: str = "") -> None:
+        """``persistent`` keeps sessions across a restart (saved at stop), for durable subscribers;
+        ``listener`` adds lines to the listener's settings (TLS, authentication)."""
+        self.port = port or free_port()
+        self.conf = tmp / f"mosquitto-{self.port}.conf"
+        self.log = tmp / f"mosquitto-{self.port}.log"
+        persistence = f"persistence true\npersistence_location {tmp}/\n" if persistent else "persistence false\n"
+        # Run as ourselves: mosquitto started by root otherwise drops to a "mosquitto" user that cannot
+        # write its database into our temporary directory.
+        self.conf.write_text(
+            f"per_listener_settings true\nuser {getpass.getuser()}\n{persistence}"
+            f"listener {self.port} 127.0.0.1\n{listener or 'allow_anonymous true'}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Broker:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 10, "mosquitto to listen")
+        if self.process.poll() is not None:
+            pytest.fail(f"mosquitto exited at start: {self.log.read_text()}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
+
+
+class Subscriber:
+    """A paho client recording everything on its topic filters, for asserting what a user would receive.
+
+    With a ``durable_id`` the session outlives the connection (clean_session false, QoS 1): the broker
+    keeps what is published while the subscriber is away, which makes "published while we were not
+    looking" observable without racing the publisher.
+    """
+
+    def __init__(self, port: int, topics: list[str], durable_id: str | None = None) -> None:
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._topics = topics
+        client_id = durable_id or f"test-sub-{secrets.token_hex(4)}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not durable_id)
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            pytest.fail(f"subscriber could not subscribe to {topics} on port {port}")
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
+
+    def on(self, topic: str) -> list[Received]:
+        with self._lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(self, topic: str, predicate: Callable[[Received], bool] = lambda m: True, timeout: float = 15):
+        """The first message on ``topic`` that satisfies ``predicate``, waiting up to ``timeout`` seconds."""
+        wait_until(lambda: any(predicate(m) for m in self.on(topic)), timeout, f"a matching message on {topic}")
+        return next(m for m in self.on(topic) if predicate(m))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def edge_command(*args: str) -> list[str]:
+    """``python -m edge ...`` with this interpreter, so tests need no installed console script."""
+    return [sys.executable, "-m", "edge", *args]
