@@ -1,4 +1,4 @@
-"""``emotion-edge`` (also ``python -m edge``): run, check-config, analyze, bench, demo.
+"""``emotion-edge`` (also ``python -m edge``): run, check-config, analyze, bench, demo, watch, report.
 
 Exit codes: 0 success; 1 a named input could not be used (model, camera, file, broker for the demo);
 2 bad command line (argparse); 78 (EX_CONFIG) bad configuration, so a systemd unit can say
@@ -67,7 +67,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from edge.tools import analyze
 
     config = load(args.config) if args.config else None
-    return analyze.run(args.src, args.format, args.annotate, args.summary, config)
+    return analyze.run(args.src, args.format, args.annotate, args.summary, config, raw=args.raw, report=args.report)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from edge.watch.store import StoreError
+    from edge.watch.watcher import serve
+
+    overrides = {"mqtt.host": args.mqtt_host, "mqtt.port": args.mqtt_port, "logging.level": args.log_level}
+    config = load(args.config, overrides={k: v for k, v in overrides.items() if v is not None})
+    configure_logging(config.logging.level)
+    try:
+        return serve(config.mqtt, args.db, group=args.group, client_id=args.client_id, refresh=args.refresh)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edge import report
+
+    try:
+        if args.jsonl:
+            records, fps = report.read_jsonl(args.jsonl)
+            built = report.from_records(records, fps=fps, source=args.jsonl)
+        else:
+            since = report.parse_since(args.since) if args.since else None
+            built = report.from_databases(args.db, since=since, device=args.device, group_by=args.group_by)
+        log.info("report: %s written", report.write(built, args.out))
+    except ImportError as exc:
+        log.error("report needs the [report] extra (pip install 'emotion-edge[report]'): %s", exc)
+        return 1
+    except (report.ReportError, OSError) as exc:
+        log.error("report: %s", exc)
+        return 1
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -141,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--annotate", metavar="OUT", help="write the input with boxes and labels drawn")
     analyze.add_argument("--summary", metavar="FILE", help="write the summary as JSON here instead of stderr")
     analyze.add_argument("--config", metavar="FILE", help="take [detector]/[classifier]/[tracker] from this file")
+    analyze.add_argument("--raw", action="store_true", help="add each face's unsmoothed scores (raw) to every record")
+    analyze.add_argument("--report", metavar="OUT", help="write an HTML page (.html) or figure (.png) of the run")
     _add_log_level(analyze)
     analyze.set_defaults(func=cmd_analyze)
 
@@ -159,6 +195,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the pipeline on the bundled clip and print what MQTT subscribers get")
     service_flags(demo)
     demo.set_defaults(func=cmd_demo)
+
+    watch = sub.add_parser("watch", help="store a fleet's MQTT events in SQLite and show every device live")
+    watch.add_argument("--config", metavar="FILE", help="take [mqtt] (broker, credentials, TLS, topic_prefix) from it")
+    watch.add_argument("--mqtt-host", metavar="HOST")
+    watch.add_argument("--mqtt-port", type=int, metavar="PORT")
+    watch.add_argument("--db", default="emotion-edge.db", metavar="FILE", help="SQLite database (emotion-edge.db)")
+    watch.add_argument("--group", metavar="NAME", help="share the load with other watchers of this MQTT 5 group")
+    watch.add_argument("--client-id", metavar="ID", help="a fixed id: the broker keeps its queue while it is away")
+    watch.add_argument("--refresh", type=float, metavar="S", help="seconds between views (1 on a terminal, else 10)")
+    _add_log_level(watch)
+    watch.set_defaults(func=cmd_watch)
+
+    rep = sub.add_parser("report", help="an HTML page or PNG of what a fleet or a recording felt")
+    given = rep.add_mutually_exclusive_group(required=True)
+    given.add_argument("--db", action="append", metavar="FILE", help="a `watch` database (repeat for several)")
+    given.add_argument("--jsonl", metavar="FILE", help="the output of `emotion-edge analyze`")
+    rep.add_argument("--since", metavar="WHEN", help="only events since: 24h, 90m, 7d or an ISO 8601 time")
+    rep.add_argument("--device", metavar="ID", help="only this device")
+    rep.add_argument("--group-by", choices=("device", "hour"), default="device", help="rows of the table (device)")
+    rep.add_argument("-o", "--out", required=True, metavar="OUT", help="report.html (a page) or report.png")
+    _add_log_level(rep)
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -189,6 +189,15 @@ class HomeAssistantConfig:
 
 
 @dataclass
+class SummaryConfig:
+    """The rolling summary on ``<prefix>/<device>/summary``: the room over the last interval."""
+
+    interval: float = setting(
+        60.0, lo=0, hi=86400, doc="seconds each retained summary covers (share of face-time per emotion); 0 = none"
+    )
+
+
+@dataclass
 class LoggingConfig:
     """What the service writes to its log (the journal under systemd)."""
 
@@ -202,6 +211,7 @@ SECTIONS: dict[str, type] = {
     "tracker": TrackerConfig,
     "mqtt": MqttConfig,
     "homeassistant": HomeAssistantConfig,
+    "summary": SummaryConfig,
     "logging": LoggingConfig,
 }
 
@@ -214,6 +224,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     path: Path | None = None  # the file read, None when running on defaults
     origins: dict[str, str] = field(default_factory=dict)  # "mqtt.port" -> where its value came from

@@ -26,6 +26,8 @@ class FrameResult:
     tracks: list[Track]  # the faces seen on this frame (tracks merely missing for a moment are left out)
     events: list[TrackEvent]
     timings_ms: dict[str, float]  # "detect", "classify", "track"
+    # The classifier's own answer per detected box, before the tracker smooths it (`analyze --raw`).
+    raw: dict[Box, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
@@ -83,4 +85,4 @@ class Pipeline:
             "classify": (classified - detected) * 1000.0,
             "track": (tracked - classified) * 1000.0,
         }
-        return FrameResult(frame, seen, events, timings)
+        return FrameResult(frame, seen, events, timings, {tuple(box): p for box, p in zip(boxes, probs)})

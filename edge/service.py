@@ -21,6 +21,7 @@ from edge.mqtt import payloads
 from edge.mqtt.discovery import Discovery
 from edge.mqtt.payloads import Topics
 from edge.mqtt.publisher import MqttPublisher, spool_path
+from edge.mqtt.summary import RollingSummary
 from edge.pipeline import FrameResult, Pipeline
 from edge.sources import LatestFrameReader, open_source
 from edge.systemd import Watchdog, notify
@@ -68,6 +69,7 @@ class Service:
     pipeline: Pipeline
     publisher: MqttPublisher
     reader: LatestFrameReader
+    summary: RollingSummary
 
     def __init__(self, config: Config, *, max_frames: int | None = None) -> None:
         self.config = config
@@ -98,6 +100,9 @@ class Service:
         s = c.source
         opener = lambda: open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)  # noqa: E731
         self.reader = LatestFrameReader(opener)  # opens the source: the last thing that may refuse to start
+        self.summary = RollingSummary(
+            c.summary, self.publisher, self.topics.base, self.device, self.pipeline.classifier.labels
+        )
         if c.homeassistant.enabled:
             Discovery(c, self.publisher).attach()
         self.publisher.start()
@@ -130,6 +135,7 @@ class Service:
                 started = time.perf_counter()
                 self._publish_events(result.events, frame.ts)
                 self._publish_state()
+                self.summary.observe(self.pipeline.tracker.tracks, frame.ts)
                 self._window.add(self._timings(result, (time.perf_counter() - started) * 1000.0))
                 self._frames += 1
             elif self.reader.ended:
@@ -154,12 +160,14 @@ class Service:
         self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
         self._publish_state()
         self._publish_stats()
+        self.summary.publish()
         self.publisher.stop(timeout=STOP_BUDGET)
         log.info("stopped after %d frames", self._frames)
 
     def _publish_events(self, events: list[TrackEvent], frame_ts: float) -> None:
         now = time.time()
         labels = self.pipeline.classifier.labels
+        self.summary.count(events)
         for event in events:
             # Event times are source times (file position or monotonic); date them by how long before
             # the current frame they happened, on the wall clock subscribers share.

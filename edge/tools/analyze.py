@@ -3,7 +3,8 @@ or a folder of images and writes what it saw per frame, then a summary.
 
 Entry point for the CLI::
 
-    run(src, fmt="jsonl", annotate=None, summary=None, config=None, *, out=sys.stdout, err=sys.stderr) -> int
+    run(src, fmt="jsonl", annotate=None, summary=None, config=None, *, raw=False, report=None,
+        out=sys.stdout, err=sys.stderr) -> int
 
 - ``fmt="jsonl"``: ``out`` gets exactly one JSON object per frame and nothing else, so it can be
   piped into ``jq`` or pandas: ``{"frame": i, "ts": s, "faces": [{"track", "box", "emotion",
@@ -14,7 +15,15 @@ Entry point for the CLI::
   path) for stills, each named after its input.
 - ``summary``: a JSON file; without it a readable summary goes to ``err``. It gives the predominant
   emotion per track and overall, and each emotion's share of the time faces were seen.
+- ``raw``: each face also gets ``raw``, the classifier's unsmoothed scores on that frame (CSV:
+  ``raw_<label>`` columns).
+- ``report``: an HTML page or PNG (by the suffix) of the run: :mod:`edge.report`, needs ``[report]``.
+- Long runs show progress on ``err``: a tqdm bar on a terminal, a plain line every
+  ``PROGRESS_EVERY`` seconds otherwise.
 - Returns 0, or 1 after one line on ``err`` naming the bad input (source, model, cascade, output).
+
+:func:`analyse` is the loop itself, shared with :func:`edge.analysis.analyze_video`, so the
+Python API and the command produce the same records.
 
 Stills are unrelated pictures, not a sequence, so every image gets fresh tracks (its tracks end
 after it), no smoothing carries over from one photo to the next, and a face counts at once
@@ -28,36 +37,48 @@ import csv
 import json
 import os
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import cv2
+
 from edge.config import Config
 from edge.pipeline import FrameResult, Pipeline
-from edge.sources import FolderSource, ImageSource, SourceError, open_source
+from edge.sources import FolderSource, FrameSource, ImageSource, SourceError, VideoFileSource, open_source
 from edge.tools.annotate import AnnotateError, draw, open_writer
 from edge.vision.detector import DetectorError
 from edge.vision.model_card import ModelError
 from edge.vision.tracker import Track
 
 FORMATS = ("jsonl", "csv")
+PROGRESS_EVERY = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
 
-def face_record(track: Track) -> dict[str, Any]:
-    return {
+def face_record(track: Track, raw: Sequence[float] | None = None, labels: Sequence[str] = ()) -> dict[str, Any]:
+    record = {
         "track": track.id,
         "box": list(track.box),
         "emotion": track.emotion,
         "confidence": track.confidence,
         "scores": track.scores,
     }
+    if raw is not None:
+        record["raw"] = {label: round(float(p), 4) for label, p in zip(labels, raw)}
+    return record
 
 
-def frame_record(result: FrameResult) -> dict[str, Any]:
+def frame_record(result: FrameResult, *, raw: bool = False, labels: Sequence[str] = ()) -> dict[str, Any]:
+    """``raw`` looks each face's unsmoothed scores up by its box: a track seen on this frame has its detection's."""
     return {
         "frame": result.frame.index,
         "ts": round(result.frame.ts, 3),
-        "faces": [face_record(track) for track in result.tracks],
+        "faces": [
+            face_record(track, result.raw.get(tuple(track.box)) if raw else None, labels) for track in result.tracks
+        ],
     }
 
 
@@ -65,27 +86,42 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-class CsvWriter:
-    def __init__(self, out: TextIO, labels: tuple[str, ...]) -> None:
-        self._writer = csv.writer(out, lineterminator="\n")
-        self._writer.writerow(["frame", "ts", "track", "x", "y", "w", "h", "emotion", "confidence", *labels])
-        self._labels = labels
+def csv_header(labels: Sequence[str], *, raw: bool = False) -> list[str]:
+    extra = [f"raw_{label}" for label in labels] if raw else []
+    return ["frame", "ts", "track", "x", "y", "w", "h", "emotion", "confidence", *labels, *extra]
 
-    def write(self, result: FrameResult) -> None:
-        head = [result.frame.index, round(result.frame.ts, 3)]
-        if not result.tracks:
-            self._writer.writerow(head + [""] * (7 + len(self._labels)))
-        for track in result.tracks:
-            scores = [track.scores[label] for label in self._labels]
-            self._writer.writerow([*head, track.id, *track.box, track.emotion, track.confidence, *scores])
+
+def csv_rows(record: Mapping[str, Any], labels: Sequence[str], *, raw: bool = False) -> list[list[Any]]:
+    """One row per face (a frame without faces: one row, face columns empty, so the time axis has no holes)."""
+    head = [record["frame"], record["ts"]]
+    width = len(csv_header(labels, raw=raw)) - len(head)
+    if not record["faces"]:
+        return [head + [""] * width]
+    rows = []
+    for face in record["faces"]:
+        scores = [face["scores"][label] for label in labels]
+        extra = [face["raw"][label] for label in labels] if raw else []
+        rows.append([*head, face["track"], *face["box"], face["emotion"], face["confidence"], *scores, *extra])
+    return rows
+
+
+class CsvWriter:
+    def __init__(self, out: TextIO, labels: tuple[str, ...], *, raw: bool = False) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._writer.writerow(csv_header(labels, raw=raw))
+        self._labels = labels
+        self._raw = raw
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._writer.writerows(csv_rows(record, self._labels, raw=self._raw))
 
 
 class JsonlWriter:
     def __init__(self, out: TextIO) -> None:
         self._out = out
 
-    def write(self, result: FrameResult) -> None:
-        self._out.write(json.dumps(frame_record(result)) + "\n")
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._out.write(json.dumps(record) + "\n")
 
 
 class Summary:
@@ -105,15 +141,16 @@ class Summary:
         self._tracks: dict[int, Counter[str]] = {}
         self._spans: dict[int, list[float]] = {}
 
-    def add(self, result: FrameResult) -> None:
-        ts = result.frame.ts
+    def add(self, record: Mapping[str, Any]) -> None:
+        """One frame record (what :func:`frame_record` builds and ``analyze`` prints)."""
+        ts = record["ts"]
         self.frames += 1
-        self.frames_with_faces += bool(result.tracks)
+        self.frames_with_faces += bool(record["faces"])
         self.first_ts = ts if self.first_ts is None else self.first_ts
         self.last_ts = ts
-        for track in result.tracks:
-            self._tracks.setdefault(track.id, Counter())[track.emotion] += 1
-            self._spans.setdefault(track.id, [ts, ts])[1] = ts
+        for face in record["faces"]:
+            self._tracks.setdefault(face["track"], Counter())[face["emotion"]] += 1
+            self._spans.setdefault(face["track"], [ts, ts])[1] = ts
 
     def _shares(self, counts: Counter[str]) -> dict[str, float]:
         total = sum(counts.values())
@@ -165,6 +202,97 @@ class Summary:
         return "\n".join(lines) + "\n"
 
 
+class Progress:
+    """A tqdm bar on a terminal; elsewhere (a log, CI) a plain line every ``every`` seconds, no carriage returns."""
+
+    def __init__(self, total: int | None, err: TextIO, *, bar: bool | None = None, every: float = PROGRESS_EVERY):
+        self._bar: Any = None
+        if bar if bar is not None else err.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, file=err, unit="frame", leave=False)
+        self.total = total
+        self.err = err
+        self.every = every
+        self.done = 0
+        self._started = self._shown = time.monotonic()
+
+    def update(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update()
+            return
+        now = time.monotonic()
+        if now - self._shown >= self.every:
+            self._shown = now
+            rate = self.done / max(now - self._started, 1e-9)
+            of = f" of {self.total} ({self.done / self.total:.0%})" if self.total else ""
+            self.err.write(f"analyze: frame {self.done}{of}, {rate:.1f} frames/s\n")
+            self.err.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def frame_count(source: FrameSource) -> int | None:
+    """Frames in a video file, as its container says (for the progress bar; None where unknown)."""
+    if not isinstance(source, VideoFileSource):
+        return None
+    capture = cv2.VideoCapture(source.name)
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    return count if count > 0 else None
+
+
+@dataclass
+class Analysis:
+    """An open source and the pipeline that will read it; :meth:`frames` runs it."""
+
+    source: FrameSource
+    pipeline: Pipeline
+
+    @classmethod
+    def open(cls, src: str, config: Config | None = None) -> Analysis:
+        """Raises SourceError, ModelError or DetectorError naming the input."""
+        source = open_source(src)
+        try:
+            return cls(source, Pipeline.from_config(config))
+        except (ModelError, DetectorError):
+            source.close()
+            raise
+
+    @property
+    def stills(self) -> bool:
+        return isinstance(self.source, (ImageSource, FolderSource))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.pipeline.classifier.labels
+
+    def frames(
+        self, *, raw: bool = False, progress: bool | None = None, err: TextIO = sys.stderr
+    ) -> Iterator[tuple[FrameResult, dict[str, Any]]]:
+        """Each frame's result and its record. Stills get fresh tracks each and count a face at once."""
+        if self.stills:
+            self.pipeline.tracker.min_hits = 1
+        shown = Progress(frame_count(self.source), err, bar=progress)
+        try:
+            while (frame := self.source.read()) is not None:
+                result = self.pipeline.process(frame)
+                if self.stills:
+                    self.pipeline.tracker.close(frame.ts)
+                shown.update()
+                yield result, frame_record(result, raw=raw, labels=self.labels)
+        finally:
+            shown.close()
+
+    def close(self) -> None:
+        self.source.close()
+
+
 def run(
     src: str,
     fmt: str = "jsonl",
@@ -172,6 +300,8 @@ def run(
     summary: str | Path | None = None,
     config: Config | None = None,
     *,
+    raw: bool = False,
+    report: str | Path | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -179,26 +309,28 @@ def run(
         err.write(f"analyze: unknown format {fmt!r} (use {' or '.join(FORMATS)})\n")
         return 1
     try:
-        source = open_source(src)
-        pipeline = Pipeline.from_config(config)
-        writer = open_writer(annotate, source) if annotate else None
-    except (SourceError, ModelError, DetectorError, AnnotateError) as exc:
+        analysis = Analysis.open(src, config)
+    except (SourceError, ModelError, DetectorError) as exc:
         err.write(f"analyze: {exc}\n")
         return 1
-    stills = isinstance(source, (ImageSource, FolderSource))
-    if stills:
-        pipeline.tracker.min_hits = 1
-    records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, pipeline.classifier.labels)
-    totals = Summary(source.name, pipeline.classifier.labels, source.fps)
+    source, labels = analysis.source, analysis.labels
     try:
-        while (frame := source.read()) is not None:
-            result = pipeline.process(frame)
-            if stills:
-                pipeline.tracker.close(frame.ts)
-            records.write(result)
-            totals.add(result)
+        writer = open_writer(annotate, source) if annotate else None
+    except AnnotateError as exc:
+        analysis.close()
+        err.write(f"analyze: {exc}\n")
+        return 1
+    records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, labels, raw=raw)
+    totals = Summary(source.name, labels, source.fps)
+    kept: list[dict[str, Any]] = []
+    try:
+        for result, record in analysis.frames(raw=raw, err=err):
+            records.write(record)
+            totals.add(record)
+            if report:
+                kept.append(record)
             if writer:
-                writer.write(frame, draw(frame.image, result.tracks))
+                writer.write(result.frame, draw(result.frame.image, result.tracks))
     except (SourceError, AnnotateError) as exc:
         err.write(f"analyze: {exc}\n")
         return 1
@@ -206,7 +338,7 @@ def run(
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return 0
     finally:
-        source.close()
+        analysis.close()
         if writer:
             writer.close()
     out.flush()
@@ -214,4 +346,20 @@ def run(
         Path(summary).write_text(json.dumps(totals.to_dict(), indent=2) + "\n")
     else:
         err.write(totals.to_text())
+    if report:
+        return _write_report(kept, source.fps, source.name, report, err)
+    return 0
+
+
+def _write_report(records: list[dict[str, Any]], fps: float, name: str, path: str | Path, err: TextIO) -> int:
+    from edge import report as reports
+
+    try:
+        reports.write(reports.from_records(records, fps=fps, source=name), path)
+    except ImportError as exc:
+        err.write(f"analyze: --report needs the [report] extra (pip install 'emotion-edge[report]'): {exc}\n")
+        return 1
+    except (reports.ReportError, OSError) as exc:
+        err.write(f"analyze: {path}: {exc}\n")
+        return 1
     return 0

@@ -1,0 +1,157 @@
+"""``emotion-edge report``: what a fleet or a recording felt, as one self-contained HTML page or a PNG.
+
+The numbers come from :mod:`edge.report.timeline` (pure Python, tested against hand-counted
+events); drawing needs matplotlib, from the ``[report]`` extra, which a Pi's runtime never installs.
+Every number shown is also embedded in the output (a JSON block in the page, a ``Description``
+text chunk in the PNG), so a script or a test reads the same figures a person sees.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.report import timeline
+from edge.report.timeline import Segment
+
+GROUP_BY = ("device", "hour")
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ReportError(ValueError):
+    """An input or output that cannot be used; the message names it."""
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``24h``, ``90m``, ``7d``, ``30s`` before now, or an ISO 8601 time; seconds since the epoch."""
+    match = _SPAN.match(text.strip())
+    if match:
+        return (time.time() if now is None else now) - float(match.group(1)) * _UNIT[match.group(2)]
+    from edge.watch.store import parse_ts
+
+    try:
+        return parse_ts(text)
+    except ValueError:
+        raise ReportError(f"--since {text!r}: expected a span such as 24h, 90m, 7d, or an ISO 8601 time") from None
+
+
+@dataclass
+class Report:
+    """Everything a report shows; ``wall`` says whether times are epoch seconds (a fleet) or clip seconds."""
+
+    title: str
+    labels: tuple[str, ...]
+    wall: bool
+    group_by: str
+    segments: list[Segment]
+    faces: dict[int, dict[str, list[float]]] | None = None  # recordings: per track, "t" and one list per label
+
+    def table(self) -> list[dict[str, Any]]:
+        return timeline.table(self.segments, self.labels, self.group_by)
+
+    def visits(self) -> list[timeline.Visit]:
+        return timeline.visits(self.segments)
+
+    def timeline(self) -> dict[str, Any]:
+        return timeline.timeline(self.segments, self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "labels": list(self.labels),
+            "group_by": self.group_by,
+            "table": self.table(),
+            "visits": [
+                {
+                    "group": v.group,
+                    "track": v.track,
+                    "t0": round(v.t0, 3),
+                    "t1": round(v.t1, 3),
+                    "predominant": v.predominant,
+                    "seconds": {k: round(s, 3) for k, s in v.seconds.items()},
+                }
+                for v in self.visits()
+            ],
+        }
+
+
+def from_databases(
+    paths: Sequence[str | Path], *, since: float | None = None, device: str | None = None, group_by: str = "device"
+) -> Report:
+    """One report over the events of one or more watcher databases (several watchers, one fleet)."""
+    from edge.watch.store import Store, StoreError
+
+    events: list[Any] = []
+    last_seen: dict[str, float] = {}
+    labels: list[str] = []
+    for path in paths:
+        try:
+            store = Store(path, readonly=True)
+        except StoreError as exc:
+            raise ReportError(str(exc)) from None
+        try:
+            events += store.events(since=since, device=device)
+            for name, t in store.last_seen().items():
+                last_seen[name] = max(t, last_seen.get(name, t))
+        finally:
+            store.close()
+    events.sort(key=lambda e: e.t)
+    for e in events:
+        labels += [label for label in e.scores if label not in labels]
+    title = f"emotion-edge: {device or 'all devices'}"
+    return Report(title, tuple(labels), True, group_by, timeline.from_events(events, last_seen))
+
+
+def from_records(records: Iterable[Mapping[str, Any]], *, fps: float, source: str) -> Report:
+    """A report of an ``analyze`` run: its per-frame records, with every face's scores over time."""
+    records = list(records)
+    labels: list[str] = []
+    faces: dict[int, dict[str, list[float]]] = {}
+    for record in records:
+        for face in record["faces"]:
+            labels += [label for label in face["scores"] if label not in labels]
+            series = faces.setdefault(int(face["track"]), {"t": []})
+            series["t"].append(float(record["ts"]))
+            for label, p in face["scores"].items():
+                series.setdefault(label, []).append(float(p))
+    return Report(f"emotion-edge: {source}", tuple(labels), False, "device", timeline.from_frames(records, fps), faces)
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], float]:
+    """``analyze`` output: frame records; the frame rate is taken from their time steps."""
+    records = []
+    try:
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError as exc:
+                        raise ReportError(f"{path}:{number}: not a JSON line ({exc})") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read ({exc.strerror})") from None
+    if records and not all(isinstance(r, dict) and "ts" in r and "faces" in r for r in records):
+        raise ReportError(f"{path}: not `emotion-edge analyze` JSON lines (each needs ts and faces)")
+    steps = sorted(b["ts"] - a["ts"] for a, b in zip(records, records[1:]) if b["ts"] > a["ts"])
+    fps = 1.0 / steps[len(steps) // 2] if steps else 0.0
+    return records, fps
+
+
+def write(report: Report, out: str | Path) -> Path:
+    """``.html``/``.htm``: the page; ``.png``: the figure alone, the numbers drawn in as a table."""
+    from edge.report import render
+
+    out = Path(out)
+    if out.suffix.lower() in (".html", ".htm"):
+        render.write_html(report, out)
+    elif out.suffix.lower() == ".png":
+        render.write_png(report, out)
+    else:
+        raise ReportError(f"{out}: a report is .html or .png")
+    return out

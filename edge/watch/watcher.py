@@ -1,0 +1,245 @@
+"""``emotion-edge watch``: a fleet's events into one database, and a live view of every device.
+
+It runs wherever the broker is reachable (a desktop, the Home Assistant box, a server) and only
+subscribes: ``<prefix>/+/events``, ``state`` and ``summary``. Each message is checked against the
+schema before it is stored; one that fails is kept in the ``rejects`` table, logged the first time
+its topic sends one, and skipped, so a device publishing garbage neither stops the watcher nor
+floods its log. paho's loop reconnects with backoff when the broker goes away and resubscribes on
+every connection.
+
+With ``--group NAME`` the subscriptions are MQTT 5 shared ones (``$share/NAME/...``): the broker
+hands each message to one member of the group, so N watchers split a fleet's load. The broker (or
+its cluster: mosquitto, EMQX, HiveMQ, VerneMQ) is the distributed part; watchers share nothing.
+
+Messages are stored in paho's callback, before the acknowledgement goes back, so a QoS 1 event the
+broker counts as delivered is on disk; a redelivery is then dropped by the store's keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.config import MqttConfig
+from edge.mqtt.publisher import make_client
+from edge.watch.live import DeviceView, render_lines, render_table
+from edge.watch.store import Store, parse_ts
+
+log = logging.getLogger(__name__)
+
+LEAVES = ("events", "state", "summary")
+EVENT_TYPES = ("start", "change", "end")
+SESSION_EXPIRY = 86400  # seconds the broker keeps a named watcher's queue while it is away
+
+
+class Malformed(ValueError):
+    """A message that does not follow the schema; str() says what is wrong with it."""
+
+
+def _need(body: Mapping[str, Any], key: str, kinds: type | tuple[type, ...]) -> Any:
+    value = body.get(key)
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        raise Malformed(f"{key!r} missing or not {getattr(kinds, '__name__', kinds)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Malformed(f"{key!r} is not a finite number")
+    return value
+
+
+def parse(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
+    """(leaf, body) of a message on ``<prefix>/<device>/<leaf>``; raises Malformed naming the fault."""
+    levels = topic.split("/")
+    leaf, device = levels[-1], levels[-2] if len(levels) >= 3 else ""
+    if leaf not in LEAVES or not device:
+        raise Malformed(f"unexpected topic {topic!r}")
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Malformed(f"not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise Malformed("not a JSON object")
+    if body.get("schema") != 1:
+        raise Malformed(f"schema {body.get('schema')!r}, expected 1")
+    if body.get("device") != device:
+        raise Malformed(f"device {body.get('device')!r} does not match the topic's {device!r}")
+    try:
+        parse_ts(_need(body, "ts", str))
+    except ValueError as exc:
+        raise Malformed(f"'ts' is not an ISO 8601 time ({exc})") from None
+    if leaf == "events":
+        if body.get("type") not in EVENT_TYPES:
+            raise Malformed(f"event type {body.get('type')!r}, expected one of {', '.join(EVENT_TYPES)}")
+        _need(body, "track", int)
+        _need(body, "emotion", str)
+        _need(body, "confidence", (int, float))
+        _need(body, "duration", (int, float))
+        _need(body, "scores", dict)
+    elif leaf == "state":
+        _need(body, "faces", int)
+        _need(body, "emotion", str)
+    else:
+        _need(body, "share", dict)
+        _need(body, "predominant", str)
+    return leaf, body
+
+
+@dataclass
+class Counts:
+    stored: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    per_device: dict[str, DeviceView] = field(default_factory=dict)
+
+
+class Watcher:
+    """Subscribes, stores, counts; ``run()`` blocks until ``stop()`` (or a signal, via ``serve``)."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        store: Store,
+        *,
+        group: str | None = None,
+        client_id: str | None = None,
+        out: TextIO = sys.stdout,
+        refresh: float | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.group = group
+        self.out = out
+        self.tty = out.isatty()
+        self.refresh = refresh if refresh is not None else (1.0 if self.tty else 10.0)
+        self.counts = Counts()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._malformed_topics: set[str] = set()
+        self._event_times: dict[str, deque[float]] = {}
+        durable = client_id is not None
+        client_id = client_id or f"emotion-edge-watch-{socket.gethostname()}-{secrets.token_hex(3)}"
+        self.client = make_client(config, client_id, protocol=mqtt.MQTTv5)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._connect_properties: Properties | None = None
+        self._clean_start = not durable
+        if durable:  # a named watcher's queue outlives its restarts, so nothing published meanwhile is lost
+            self._connect_properties = Properties(PacketTypes.CONNECT)
+            self._connect_properties.SessionExpiryInterval = SESSION_EXPIRY
+        self.client_id = client_id
+
+    def filters(self) -> list[str]:
+        base = [f"{self.config.topic_prefix}/+/{leaf}" for leaf in LEAVES]
+        return [f"$share/{self.group}/{topic}" for topic in base] if self.group else base
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
+        if reason.is_failure:
+            log.warning("MQTT: %s:%d refused the connection: %s", self.config.host, self.config.port, reason)
+            return
+        log.info("MQTT: connected to %s:%d, subscribing to %s", self.config.host, self.config.port,
+                 ", ".join(self.filters()))  # fmt: skip
+        client.subscribe([(topic, self.config.qos) for topic in self.filters()])
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
+        if not self._stopping.is_set():
+            log.warning("MQTT: lost the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        received = time.time()
+        try:
+            leaf, body = parse(msg.topic, bytes(msg.payload))
+        except Malformed as exc:
+            self._reject(msg.topic, bytes(msg.payload), str(exc), received)
+            return
+        if leaf == "events":
+            new = self.store.add_event(body, received)
+        elif leaf == "state":
+            new = self.store.add_state(body, received)
+        else:
+            new = self.store.add_summary(body, received)
+        with self._lock:
+            view = self.counts.per_device.setdefault(body["device"], DeviceView(body["device"]))
+            if leaf == "events":
+                if new:
+                    self.counts.stored += 1
+                    view.seen_event(received)
+                else:
+                    self.counts.duplicates += 1
+            elif leaf == "state":
+                view.seen_state(body)
+            else:
+                view.seen_summary(body)
+
+    def _reject(self, topic: str, payload: bytes, reason: str, received: float) -> None:
+        self.store.add_reject(topic, payload, reason, received)
+        with self._lock:
+            self.counts.malformed += 1
+            first = topic not in self._malformed_topics
+            self._malformed_topics.add(topic)
+        if first:
+            log.warning("%s: malformed message skipped (%s); kept in the rejects table, "
+                        "further ones from this topic are only counted", topic, reason)  # fmt: skip
+
+    def _show(self) -> None:
+        while not self._stopping.wait(self.refresh):
+            with self._lock:
+                views = [v.snapshot(time.time()) for v in self.counts.per_device.values()]
+                totals = (self.counts.stored, self.counts.duplicates, self.counts.malformed)
+            text = render_table(views, *totals) if self.tty else render_lines(views, *totals)
+            self.out.write(("\x1b[H\x1b[2J" if self.tty else "") + text)
+            self.out.flush()
+
+    def run(self) -> None:
+        c = self.config
+        log.info("watch: storing into %s as %s%s", self.store.path, self.client_id,
+                 f" in shared group {self.group}" if self.group else "")  # fmt: skip
+        self.client.connect_async(
+            c.host, c.port, keepalive=c.keepalive, clean_start=self._clean_start, properties=self._connect_properties
+        )
+        shower = threading.Thread(target=self._show, name="watch-view", daemon=True)
+        shower.start()
+        self.client.loop_forever(retry_first_connection=True)
+        self._stopping.set()
+        shower.join(timeout=2)
+
+    def stop(self) -> None:
+        """Safe from a signal handler: paho's loop returns after the disconnect."""
+        self._stopping.set()
+        self.client.disconnect()
+
+
+def serve(config: MqttConfig, db: Path, *, group: str | None, client_id: str | None, refresh: float | None) -> int:
+    store = Store(db)
+    watcher = Watcher(config, store, group=group, client_id=client_id, refresh=refresh)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        watcher.stop()
+        signal.signal(signum, signal.SIG_DFL)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        watcher.run()
+    finally:
+        store.close()
+    c = watcher.counts
+    log.info("watch: stopped; %d events stored, %d duplicates dropped, %d malformed messages skipped",
+             c.stored, c.duplicates, c.malformed)  # fmt: skip
+    return 0
