@@ -136,6 +136,8 @@ def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], float]:
                         raise ReportError(f"{path}:{number}: not a JSON line ({exc})") from None
     except OSError as exc:
         raise ReportError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not text, so not `emotion-edge analyze` JSON lines") from None
     if records and not all(isinstance(r, dict) and "ts" in r and "faces" in r for r in records):
         raise ReportError(f"{path}: not `emotion-edge analyze` JSON lines (each needs ts and faces)")
     steps = sorted(b["ts"] - a["ts"] for a, b in zip(records, records[1:]) if b["ts"] > a["ts"])

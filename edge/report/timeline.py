@@ -105,32 +105,28 @@ def from_events(events: Iterable[Any], last_seen: Mapping[str, float]) -> list[S
 
 
 def from_frames(frames: Iterable[Mapping[str, Any]], fps: float) -> list[Segment]:
-    """Segments from ``analyze`` records, grouped by face ("track N"); a face's consecutive frames under
-    one emotion make one segment."""
+    """Segments from ``analyze`` records, grouped by face ("track N"): a face's run of frames in a row under
+    one emotion makes one segment of (frames x frame time), so shares are exactly shares of frames."""
     frame_time = 1.0 / fps if fps > 0 else 1.0
     segments: list[Segment] = []
-    open_: dict[int, list[Any]] = {}  # track -> [t0, t1, emotion]
+    runs: dict[int, tuple[float, int, str]] = {}  # track -> (first ts, frames, emotion)
 
     def close(track: int) -> None:
-        t0, t1, emotion = open_.pop(track)
-        segments.append(Segment(f"track {track}", f"track {track}", track, t0, t1, emotion))
+        t0, count, emotion = runs.pop(track)
+        segments.append(Segment(f"track {track}", f"track {track}", track, t0, t0 + count * frame_time, emotion))
 
     for record in frames:
-        ts = float(record["ts"])
         seen = set()
         for face in record["faces"]:
             track, emotion = int(face["track"]), face["emotion"]
             seen.add(track)
-            current = open_.get(track)
-            if current and current[2] == emotion and abs(current[1] - ts) < frame_time / 2:
-                current[1] = ts + frame_time
-                continue
-            if current:
+            if track in runs and runs[track][2] != emotion:
                 close(track)
-            open_[track] = [ts, ts + frame_time, emotion]
-        for track in [t for t in open_ if t not in seen]:
+            t0, count, _ = runs.get(track, (float(record["ts"]), 0, emotion))
+            runs[track] = (t0, count + 1, emotion)
+        for track in [t for t in runs if t not in seen]:
             close(track)
-    for track in list(open_):
+    for track in list(runs):
         close(track)
     return sorted(segments, key=lambda s: (s.t0, s.visit))
 

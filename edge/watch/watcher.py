@@ -98,6 +98,15 @@ def parse(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
     return leaf, body
 
 
+def store_message(store: Store, leaf: str, body: dict[str, Any], received: float) -> bool:
+    """Store a parsed message in its table; False when it was there already."""
+    if leaf == "events":
+        return store.add_event(body, received)
+    if leaf == "state":
+        return store.add_state(body, received)
+    return store.add_summary(body, received)
+
+
 @dataclass
 class Counts:
     stored: int = 0
@@ -167,12 +176,7 @@ class Watcher:
         except Malformed as exc:
             self._reject(msg.topic, bytes(msg.payload), str(exc), received)
             return
-        if leaf == "events":
-            new = self.store.add_event(body, received)
-        elif leaf == "state":
-            new = self.store.add_state(body, received)
-        else:
-            new = self.store.add_summary(body, received)
+        new = store_message(self.store, leaf, body, received)
         with self._lock:
             view = self.counts.per_device.setdefault(body["device"], DeviceView(body["device"]))
             if leaf == "events":

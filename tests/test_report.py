@@ -1,0 +1,201 @@
+"""``emotion-edge report`` on the committed fleet database and on the demo clip's analysis: the page and
+the PNG carry the numbers counted by hand from the events (fleet) or from the JSON lines (clip)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from helpers import REPO, edge_command
+from PIL import Image
+
+from edge import report
+from edge.tools.demo import DEMO_CLIP
+from edge.watch.store import Store
+from edge.watch.watcher import parse
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "watch"
+FLEET_DB = FIXTURES / "fleet.db"
+
+# Counted by hand from fleet.jsonl (T = 10:00Z on 2026-09-21):
+#   hall track 1: start at T+60 s with duration 0.5, so from T+59.5 neutral; happy from T+100; end T+160
+#                 -> neutral 40.5 s, happy 60 s
+#   hall track 2: sad from T+3590 to its end at T+3660 -> sad 70 s (10 s before 11:00, 60 s after)
+#   lab track 1:  surprise from T+200, happy from T+220, no end: cut at lab's last state, T+260
+#                 -> surprise 20 s, happy 40 s
+HALL = {"neutral": 40.5, "happy": 60.0, "sad": 70.0}
+LAB = {"surprise": 20.0, "happy": 40.0}
+OVERALL = {"neutral": 40.5, "happy": 100.0, "sad": 70.0, "surprise": 20.0}
+HOUR_10 = {"neutral": 40.5, "happy": 100.0, "sad": 10.0, "surprise": 20.0}
+HOUR_11 = {"sad": 60.0}
+
+
+def share(seconds: dict[str, float], label: str) -> float:
+    return round(seconds.get(label, 0.0) / sum(seconds.values()), 4)
+
+
+def page_data(path: Path) -> dict:
+    text = path.read_text()
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+    assert match, "the page embeds its numbers"
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+def page_cells(path: Path) -> dict[str, list[str]]:
+    """The visible numbers table: row name -> its cells' text."""
+    body = re.search(r'<table id="numbers">.*?<tbody>(.*?)</tbody>', path.read_text(), re.S).group(1)
+    return {
+        re.search(r'data-name="([^"]+)"', row).group(1): re.findall(r"<td[^>]*>([^<]*)</td>", row)
+        for row in re.findall(r"<tr.*?</tr>", body, re.S)
+    }
+
+
+def run_report(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    done = subprocess.run(edge_command("report", *args), env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_fixture_database_holds_exactly_the_fixture_events(tmp_path):
+    """fleet.db is fleet.jsonl through the watcher's parse and store (the redelivered change once)."""
+    lines = [json.loads(line) for line in (FIXTURES / "fleet.jsonl").read_text().splitlines()]
+    sent = [parse(m["topic"], json.dumps(m["payload"]).encode()) for m in lines]
+    unique_events = {json.dumps(body, sort_keys=True) for leaf, body in sent if leaf == "events"}
+    store = Store(FLEET_DB, readonly=True)
+    stored = {json.dumps(json.loads(p), sort_keys=True) for (p,) in store.db.execute("SELECT payload FROM events")}
+    assert stored == unique_events and len(stored) == 7
+    store.close()
+
+
+def test_report_by_device_from_the_fixture_database_as_page_and_png(edge_env, tmp_path):
+    run_report("--db", str(FLEET_DB), "-o", str(tmp_path / "fleet.html"), env=edge_env)
+    run_report("--db", str(FLEET_DB), "-o", str(tmp_path / "fleet.png"), env=edge_env)
+    data = page_data(tmp_path / "fleet.html")
+    labels = data["labels"]
+    assert labels == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    rows = {row["name"]: row for row in data["table"]}
+    assert list(rows) == ["hall", "lab", "overall"]
+    for name, seconds, visits, top in (
+        ("hall", HALL, 2, "sad"),
+        ("lab", LAB, 1, "happy"),
+        ("overall", OVERALL, 3, "happy"),
+    ):
+        assert rows[name]["visits"] == visits
+        assert rows[name]["face_seconds"] == pytest.approx(sum(seconds.values()))
+        assert rows[name]["predominant"] == top
+        assert rows[name]["share"] == {label: share(seconds, label) for label in labels}
+    cells = page_cells(tmp_path / "fleet.html")
+    assert cells["overall"][:3] == ["3", "230.5", "happy"]
+    assert cells["overall"][3 + labels.index("happy")] == f"{100 / 230.5:.1%}"  # 43.4%
+    assert [(v["group"], v["track"], v["predominant"]) for v in data["visits"]] == [
+        ("hall", 1, "happy"),
+        ("lab", 1, "happy"),
+        ("hall", 2, "sad"),
+    ]
+    png = Image.open(tmp_path / "fleet.png")
+    assert png.format == "PNG" and png.size[0] >= 1000
+    assert json.loads(png.text["Description"]) == data["table"]  # the PNG carries the same numbers
+
+
+def test_report_by_hour_since_and_device(edge_env, tmp_path):
+    run_report("--db", str(FLEET_DB), "--group-by", "hour", "-o", str(tmp_path / "hours.html"), env=edge_env)
+    rows = {row["name"]: row for row in page_data(tmp_path / "hours.html")["table"]}
+    assert list(rows) == ["2026-09-21 10:00Z", "2026-09-21 11:00Z", "overall"]
+    assert rows["2026-09-21 10:00Z"]["face_seconds"] == pytest.approx(170.5)
+    assert rows["2026-09-21 10:00Z"]["share"]["sad"] == share(HOUR_10, "sad")
+    assert (rows["2026-09-21 11:00Z"]["visits"], rows["2026-09-21 11:00Z"]["share"]["sad"]) == (1, 1.0)
+    assert rows["overall"]["face_seconds"] == pytest.approx(sum(OVERALL.values()))
+
+    run_report("--db", str(FLEET_DB), "--device", "lab", "-o", str(tmp_path / "lab.html"), env=edge_env)
+    rows = {row["name"]: row for row in page_data(tmp_path / "lab.html")["table"]}
+    assert list(rows) == ["lab", "overall"] and rows["overall"]["share"]["happy"] == share(LAB, "happy")
+
+    # from 10:30: only hall's second visit, whose start and end both come after
+    run_report(
+        "--db", str(FLEET_DB), "--since", "2026-09-21T10:30:00Z", "-o", str(tmp_path / "late.html"), env=edge_env
+    )
+    rows = {row["name"]: row for row in page_data(tmp_path / "late.html")["table"]}
+    assert rows["overall"]["face_seconds"] == pytest.approx(70.0) and rows["overall"]["predominant"] == "sad"
+
+
+def test_report_names_a_bad_input_in_one_line(edge_env, tmp_path):
+    for args, text in (
+        (["--db", str(tmp_path / "none.db")], "none.db: no such database"),
+        (["--db", str(FLEET_DB), "--since", "last week"], "--since 'last week': expected a span"),
+        (["--jsonl", str(FLEET_DB)], "fleet.db"),
+    ):
+        done = subprocess.run(edge_command("report", *args, "-o", str(tmp_path / "r.html")), env=edge_env,
+                              cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 1 and text in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "a report is .html or .png" in subprocess.run(
+        edge_command("report", "--db", str(FLEET_DB), "-o", str(tmp_path / "r.pdf")),
+        env=edge_env, cwd=REPO, capture_output=True, text=True, timeout=60,
+    ).stderr  # fmt: skip
+
+
+def test_since_spans():
+    assert report.parse_since("24h", now=100_000.0) == 100_000.0 - 86400
+    assert report.parse_since("90m", now=10_000.0) == 10_000.0 - 5400
+    assert report.parse_since("2026-09-21T10:00:00Z") == datetime(2026, 9, 21, 10, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo-report")
+    done = subprocess.run(
+        edge_command("analyze", str(DEMO_CLIP), "--report", str(out / "demo.html"), "--summary", str(out / "s.json")),
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (out / "demo.jsonl").write_text(done.stdout)
+    return out
+
+
+def test_analyze_report_of_the_demo_clip_has_one_row_per_face_with_its_frame_shares(demo_report, edge_env):
+    records = [json.loads(line) for line in (demo_report / "demo.jsonl").read_text().splitlines()]
+    frames: dict[str, Counter[str]] = {}
+    for record in records:
+        for face in record["faces"]:
+            frames.setdefault(f"track {face['track']}", Counter())[face["emotion"]] += 1
+    frames["overall"] = sum(frames.values(), Counter())
+    data = page_data(demo_report / "demo.html")
+    rows = {row["name"]: row for row in data["table"]}
+    assert list(rows) == ["track 1", "track 2", "track 3", "overall"]
+    for name, counts in frames.items():
+        assert rows[name]["face_seconds"] == pytest.approx(sum(counts.values()) / 15, abs=1e-3)  # 15 fps
+        assert rows[name]["share"] == {label: share(counts, label) for label in data["labels"]}
+        assert rows[name]["predominant"] == counts.most_common(1)[0][0]
+    summary = json.loads((demo_report / "s.json").read_text())
+    assert rows["overall"]["share"] == summary["overall"]["share"]
+    assert [rows[f"track {t['track']}"]["predominant"] for t in summary["per_track"]] == [
+        t["predominant"] for t in summary["per_track"]
+    ]
+
+    # the same numbers from the JSON lines afterwards, as a PNG
+    run_report("--jsonl", str(demo_report / "demo.jsonl"), "-o", str(demo_report / "demo.png"), env=edge_env)
+    table = json.loads(Image.open(demo_report / "demo.png").text["Description"])
+    assert [(r["name"], r["share"]) for r in table] == [(r["name"], r["share"]) for r in data["table"]]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (setup.sh --dev installs it)")
+def test_the_page_renders_in_a_headless_browser_without_the_network(demo_report, tmp_path):
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--window-size=1100,900", f"--screenshot={shot}", (demo_report / "demo.html").as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    picture = Image.open(shot).convert("RGB")
+    assert picture.size == (1100, 900)
+    colours = picture.getcolors(maxcolors=1_000_000) or []
+    assert len(colours) > 50  # the embedded figure was drawn, not a blank page
