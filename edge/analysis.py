@@ -52,9 +52,10 @@ class Recording:
         """A DataFrame with one row per face per frame (a frame without faces: one row, face columns empty)."""
         import pandas as pd
 
-        header = analyze.csv_header(self.labels, raw=self._raw)
-        frame = pd.DataFrame([row for record in self.rows for row in analyze.csv_rows(record, self.labels)],
-                             columns=header)  # fmt: skip
+        raw = self._raw
+        header = analyze.csv_header(self.labels, raw=raw)
+        rows = [row for record in self.rows for row in analyze.csv_rows(record, self.labels, raw=raw)]
+        frame = pd.DataFrame(rows, columns=header).replace("", None)
         numeric = [c for c in header if c != "emotion"]
         frame[numeric] = frame[numeric].apply(pd.to_numeric)
         return frame
@@ -91,5 +92,9 @@ def analyze_video(
     each face's unsmoothed scores beside the smoothed ones; ``progress`` shows a bar on stderr
     (default: when stderr is a terminal). Raises SourceError, ModelError or DetectorError naming the input.
     """
-    rows, labels, fps, name = analyze.records(str(path), config, raw=raw, progress=progress)
-    return Recording(name, fps, labels, list(rows))
+    analysis = analyze.Analysis.open(str(path), config)
+    try:
+        rows = [record for _, record in analysis.frames(raw=raw, progress=progress)]
+    finally:
+        analysis.close()
+    return Recording(analysis.source.name, analysis.source.fps, analysis.labels, rows)

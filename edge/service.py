@@ -135,7 +135,7 @@ class Service:
                 started = time.perf_counter()
                 self._publish_events(result.events, frame.ts)
                 self._publish_state()
-                self.summary.observe(self.pipeline.tracker.tracks, frame.ts)
+                self.summary.observe(result.tracks, frame.ts)
                 self._window.add(self._timings(result, (time.perf_counter() - started) * 1000.0))
                 self._frames += 1
             elif self.reader.ended:

@@ -3,7 +3,9 @@
 ``state`` says what the camera sees now and ``events`` tell each face's story; neither answers
 "how was the last minute?" without a subscriber adding them up, and a dashboard that connects late
 has missed the events. So the device adds them up itself, from what the tracker already produced
-(its live tracks each frame, its start/end events): no extra inference, a few additions per frame.
+(the tracks seen on each frame, its start/end events): no extra inference, a few additions per frame.
+A face counts while it is seen, as in ``analyze``'s summary, not during the ``tracker.max_missing``
+grace after it left.
 
 Face-time is counted in the source's clock (frame to frame), so a video file analysed faster than
 real time still weighs each face by the seconds it was on screen; a gap between frames (a stalled
@@ -95,7 +97,7 @@ class RollingSummary:
         self._window = SummaryWindow(labels)
 
     def observe(self, tracks: Sequence[TrackLike], ts: float) -> None:
-        """Call once per frame with the tracker's live tracks; publishes when the interval is up."""
+        """Call once per frame with the tracks seen on it; publishes when the interval is up."""
         self._window.observe(tracks, ts)
         if self.interval and self._clock() - self._opened >= self.interval:
             self.publish()
