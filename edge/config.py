@@ -190,7 +190,7 @@ class HomeAssistantConfig:
 
 @dataclass
 class SummaryConfig:
-    """The rolling summary on ``<prefix>/<device>/summary``: the room over the last interval."""
+    """The rolling summary on <prefix>/<device>/summary: what the room felt over the last interval."""
 
     interval: float = setting(
         60.0, lo=0, hi=86400, doc="seconds each retained summary covers (share of face-time per emotion); 0 = none"
