@@ -352,8 +352,9 @@ setup_edge() {
 setup_workstation() {
   local extra=$1 venv=$CHECKOUT/.venv
   preflight "$venv" "${CHECKOUT}[$extra]"
-  # dev: the broker the demo and the tests use, and the tools tests/test_deploy.py runs
-  if [ "$extra" = dev ]; then apt_install mosquitto shellcheck systemd python3-seccomp; fi
+  # dev: the broker the demo and the tests use, the tools tests/test_deploy.py runs, and the headless
+  # browser that renders the report pages (tests/test_report.py)
+  if [ "$extra" = dev ]; then apt_install mosquitto shellcheck systemd python3-seccomp chromium; fi
   make_venv "$venv" no
   pip_install "$venv" "${CHECKOUT}[$extra]"
   if [ "$extra" = dev ]; then ensure_mosquitto 1883; fi

@@ -100,9 +100,8 @@ class Service:
         s = c.source
         opener = lambda: open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)  # noqa: E731
         self.reader = LatestFrameReader(opener)  # opens the source: the last thing that may refuse to start
-        self.summary = RollingSummary(
-            c.summary, self.publisher, self.topics.base, self.device, self.pipeline.classifier.labels
-        )
+        labels = self.pipeline.classifier.labels
+        self.summary = RollingSummary(c.summary, self.publisher, self.topics.summary, self.device, labels)
         if c.homeassistant.enabled:
             Discovery(c, self.publisher).attach()
         self.publisher.start()

@@ -65,8 +65,9 @@ def test_wheel_installed_outside_the_checkout_classifies_a_face(tmp_path):
     python = venv / "bin" / "python"
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    # -I: no PYTHONPATH, no checkout on the path. The installed package first, then this venv's numpy/OpenCV/LiteRT (its .pth files, such as the
-    # editable install pointing at a checkout, are not read from a directory added this way).
+    # Run with -I (no PYTHONPATH, no checkout on the path). The installed package comes first, then this
+    # venv's numpy/OpenCV/LiteRT; .pth files in a directory added this way (such as the editable install
+    # pointing at a checkout) are not read.
     Path(site, "deps.pth").write_text(f"{installed}\n{sysconfig.get_paths()['purelib']}\n")
     code = (
         "import cv2, edge, sys; from edge.recognizer import EmotionRecognizer; "

@@ -68,7 +68,7 @@ def test_a_stalled_camera_counts_one_second_and_an_empty_room_says_none():
 def test_rolling_summary_publishes_retained_every_interval_and_starts_afresh():
     now = [0.0]
     publisher = Collected()
-    summary = RollingSummary(SummaryConfig(interval=60), publisher, "emotion-edge/hall", "hall", EMOTIONS,
+    summary = RollingSummary(SummaryConfig(interval=60), publisher, "emotion-edge/hall/summary", "hall", EMOTIONS,
                              clock=lambda: now[0])  # fmt: skip
     tracker = FaceTracker(EMOTIONS, min_hits=1)
     for i in range(200):  # 100 s of frames at 2 fps

@@ -28,11 +28,12 @@ class Topics:
     state: str
     events: str
     stats: str
+    summary: str
 
     @classmethod
     def of(cls, topic_prefix: str, device_id: str) -> Topics:
         base = f"{topic_prefix}/{device_id}"
-        return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats")))
+        return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats", "summary")))
 
 
 class TrackLike(Protocol):

@@ -24,7 +24,6 @@ from edge.mqtt.payloads import EventLike, TrackLike
 from edge.mqtt.publisher import Publisher
 
 MAX_FRAME_GAP = 1.0  # seconds one frame may stand for
-LEAF = "summary"  # the topic: <prefix>/<device>/summary
 START, END = "start", "end"
 
 
@@ -83,14 +82,14 @@ class RollingSummary:
         self,
         config: SummaryConfig,
         publisher: Publisher,
-        base: str,
+        topic: str,
         device: str,
         labels: Sequence[str],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.interval = config.interval
         self.publisher = publisher
-        self.topic = f"{base}/{LEAF}"
+        self.topic = topic
         self.device = device
         self._clock = clock
         self._opened = clock()
