@@ -65,9 +65,12 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
 
     ax = axes[0]
     ax.set_title(f"{report.title}: each emotion's share of face-time")
-    if line["t"]:
-        ax.stackplot(_x(report, line["t"]), *[line["share"][label] for label in labels],
-                     labels=labels, colors=[_colour(label) for label in labels])  # fmt: skip
+    # Stacked, stepped per time bin: a bin nobody was in view stays blank instead of being interpolated across.
+    x, bottom = _x(report, line["t"]), [0.0] * len(line["t"])
+    for label in labels:
+        top = [b + s for b, s in zip(bottom, line["share"][label])]
+        ax.fill_between(x, bottom, top, step="mid", color=_colour(label), label=label, linewidth=0)
+        bottom = top
     ax.set_ylim(0, 1)
     ax.set_ylabel("share")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
