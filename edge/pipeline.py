@@ -27,7 +27,7 @@ class FrameResult:
     events: list[TrackEvent]
     timings_ms: dict[str, float]  # "detect", "classify", "track"
     # The classifier's own answer per detected box, before the tracker smooths it (`analyze --raw`).
-    raw: dict[Box, np.ndarray] = dataclasses.field(default_factory=dict)
+    raw: dict[tuple[int, ...], np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:

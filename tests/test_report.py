@@ -49,11 +49,14 @@ def page_data(path: Path) -> dict:
 
 def page_cells(path: Path) -> dict[str, list[str]]:
     """The visible numbers table: row name -> its cells' text."""
-    body = re.search(r'<table id="numbers">.*?<tbody>(.*?)</tbody>', path.read_text(), re.S).group(1)
-    return {
-        re.search(r'data-name="([^"]+)"', row).group(1): re.findall(r"<td[^>]*>([^<]*)</td>", row)
-        for row in re.findall(r"<tr.*?</tr>", body, re.S)
-    }
+    body = re.search(r'<table id="numbers">.*?<tbody>(.*?)</tbody>', path.read_text(), re.S)
+    assert body, "the page has the numbers table"
+    cells = {}
+    for row in re.findall(r"<tr.*?</tr>", body.group(1), re.S):
+        name = re.search(r'data-name="([^"]+)"', row)
+        assert name, row
+        cells[name.group(1)] = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+    return cells
 
 
 def run_report(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -71,11 +71,14 @@ def spool_path(config: MqttConfig, env: dict[str, str] | os._Environ = os.enviro
     return Path(state) / "mqtt-spool.jsonl" if state else None
 
 
-def make_client(config: MqttConfig, client_id: str, *, protocol: int = mqtt.MQTTv311) -> mqtt.Client:
+def make_client(
+    config: MqttConfig, client_id: str, *, protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311
+) -> mqtt.Client:
     """A paho client with the configured credentials and TLS, for the publisher and for subscribers
     (the demo, ``watch``: MQTT 5 for shared subscriptions) that must reach the same broker the same way."""
-    session = {"clean_session": True} if protocol != mqtt.MQTTv5 else {}  # MQTT 5 sets clean_start per connect
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **session)
+    # MQTT 5 has no clean_session: clean_start is given with each connect instead
+    clean = True if protocol != mqtt.MQTTv5 else None
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, clean_session=clean)
     client.enable_logger(_paho_log)  # packet traces at --log-level debug, callback errors always
     if config.username:
         client.username_pw_set(config.username, config.password or None)

@@ -39,7 +39,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -58,7 +58,7 @@ FORMATS = ("jsonl", "csv")
 PROGRESS_EVERY = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
 
-def face_record(track: Track, raw: Sequence[float] | None = None, labels: Sequence[str] = ()) -> dict[str, Any]:
+def face_record(track: Track, raw: Iterable[float] | None = None, labels: Sequence[str] = ()) -> dict[str, Any]:
     record = {
         "track": track.id,
         "box": list(track.box),
@@ -208,7 +208,7 @@ class Progress:
     def __init__(self, total: int | None, err: TextIO, *, bar: bool | None = None, every: float = PROGRESS_EVERY):
         self._bar: Any = None
         if bar if bar is not None else err.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
 
             self._bar = tqdm(total=total, file=err, unit="frame", leave=False)
         self.total = total

@@ -39,7 +39,8 @@ class FakeEvent:
 
 def device_events(device: str, count: int, rng: random.Random, start: float) -> list[dict[str, Any]]:
     """``count`` events of one device: visits of 2 to 6 events each, one second apart."""
-    run, bodies, track, t = secrets.token_hex(4), [], 0, start
+    run, track, t = secrets.token_hex(4), 0, start
+    bodies: list[dict[str, Any]] = []
     while len(bodies) < count:
         track += 1
         started = t

@@ -185,7 +185,8 @@ class Store:
 
     def events(self, *, since: float | None = None, device: str | None = None) -> Iterator[StoredEvent]:
         """Events in time order (ties: arrival order), optionally from ``since`` and one device."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[float | str] = []
         if since is not None:
             where.append("t >= ?")
             params.append(since)
