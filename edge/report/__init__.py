@@ -18,6 +18,7 @@ from typing import Any
 
 from edge.report import timeline
 from edge.report.timeline import Segment
+from edge.watch.store import Store, StoredEvent, StoreError, parse_ts
 
 GROUP_BY = ("device", "hour")
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -33,8 +34,6 @@ def parse_since(text: str, now: float | None = None) -> float:
     match = _SPAN.match(text.strip())
     if match:
         return (time.time() if now is None else now) - float(match.group(1)) * _UNIT[match.group(2)]
-    from edge.watch.store import parse_ts
-
     try:
         return parse_ts(text)
     except ValueError:
@@ -85,9 +84,7 @@ def from_databases(
     paths: Sequence[str | Path], *, since: float | None = None, device: str | None = None, group_by: str = "device"
 ) -> Report:
     """One report over the events of one or more watcher databases (several watchers, one fleet)."""
-    from edge.watch.store import Store, StoreError
-
-    events: list[Any] = []
+    events: list[StoredEvent] = []
     last_seen: dict[str, float] = {}
     labels: list[str] = []
     for path in paths:

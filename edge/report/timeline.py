@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from edge.watch.store import StoredEvent
+
 NO_FACE = "none"
 
 
@@ -50,19 +52,7 @@ class Visit:
 
     @property
     def predominant(self) -> str:
-        return max(self.seconds.items(), key=lambda kv: kv[1])[0] if any(self.seconds.values()) else NO_FACE
-
-
-class EventLike:
-    """What :func:`from_events` reads of a stored event (edge.watch.store.StoredEvent)."""
-
-    device: str
-    run: str | None
-    type: str
-    t: float
-    track: int
-    emotion: str
-    duration: float
+        return predominant(self.seconds)
 
 
 @dataclass
@@ -74,7 +64,7 @@ class _Open:
     emotion: str
 
 
-def from_events(events: Iterable[Any], last_seen: Mapping[str, float]) -> list[Segment]:
+def from_events(events: Iterable[StoredEvent], last_seen: Mapping[str, float]) -> list[Segment]:
     """Segments from events in time order; ``last_seen`` cuts the visits still open per device."""
     segments: list[Segment] = []
     live: dict[tuple[str, str | None, int], _Open] = {}
