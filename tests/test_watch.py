@@ -203,6 +203,23 @@ def test_watch_survives_a_malformed_message_and_a_broker_restart_losing_nothing(
     assert db.execute("SELECT payload FROM rejects ORDER BY id").fetchall()[0][0] == b"{not json"
 
 
+def test_a_named_watcher_gets_what_was_published_while_it_was_stopped(broker: Broker, watch, tmp_path):
+    """--client-id: the broker keeps the watcher's session (MQTT 5 session expiry) across its restart."""
+    db = tmp_path / "w.db"
+    first = watch(broker.port, db, "--client-id", "archive-1")
+    first.wait_for_log("subscribing to")
+    bodies = events("hall", 6)
+    client = publisher(broker.port)
+    publish_all(client, [("emotion-edge/hall/events", payloads.encode(b)) for b in bodies[:3]])
+    wait_until(lambda: first.stored() == 3, 10, "3 events stored")
+    assert first.stop() == 0
+    publish_all(client, [("emotion-edge/hall/events", payloads.encode(b)) for b in bodies[3:]])  # nobody listening
+    second = watch(broker.port, db, "--client-id", "archive-1")
+    wait_until(lambda: second.stored() == 6, 10, "the 3 events queued by the broker while the watcher was away")
+    client.disconnect()
+    assert second.stop() == 0
+
+
 def test_watch_refuses_a_database_it_cannot_read_with_one_line(edge_env, tmp_path):
     bad = tmp_path / "notes.db"
     bad.write_text("not a database\n" * 100)

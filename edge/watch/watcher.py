@@ -26,7 +26,6 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +137,6 @@ class Watcher:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._malformed_topics: set[str] = set()
-        self._event_times: dict[str, deque[float]] = {}
         durable = client_id is not None
         client_id = client_id or f"emotion-edge-watch-{socket.gethostname()}-{secrets.token_hex(3)}"
         self.client = make_client(config, client_id, protocol=mqtt.MQTTv5)
