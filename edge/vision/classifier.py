@@ -16,14 +16,9 @@ from edge.vision.emotions import face_to_input
 from edge.vision.litert import interpreter_class
 from edge.vision.model_card import ModelCard, ModelError, TensorSpec, card_path, sha256_of
 
-_CHECKOUT_MODELS = Path(__file__).resolve().parents[2] / "models"
-# A checkout's models/ (what training and convert write, and setup.sh installs in editable mode), else
-# the copy an installed wheel carries inside the package (pyproject.toml maps models/ to edge.models).
-MODELS_DIR = (
-    _CHECKOUT_MODELS
-    if (_CHECKOUT_MODELS / "emotion_int8.tflite").is_file()
-    else Path(__file__).resolve().parents[1] / "models"
-)
+# edge/models: in a checkout a link to models/ (where training and convert write), in a wheel the copy
+# it carries (pyproject.toml's package data), so the shipped model is found either way.
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_MODEL = MODELS_DIR / "emotion_int8.tflite"
 
 
