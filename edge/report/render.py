@@ -112,7 +112,10 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
         cells = [[r["name"], r["visits"], f"{r['face_seconds']:.1f}", r["predominant"],
                   *(f"{r['share'][label]:.1%}" for label in labels)] for r in table]  # fmt: skip
         if cells:
-            ax.table(cellText=cells, colLabels=head, loc="center", cellLoc="right").auto_set_font_size(True)
+            drawn = ax.table(cellText=cells, colLabels=head, loc="center", cellLoc="right")
+            drawn.auto_set_font_size(False)
+            drawn.set_fontsize(9)
+            drawn.scale(1, 1.3)
     return fig
 
 
