@@ -50,7 +50,7 @@ class Recording:
 
     def to_pandas(self) -> Any:
         """A DataFrame with one row per face per frame (a frame without faces: one row, face columns empty)."""
-        import pandas as pd  # type: ignore[import-untyped]
+        import pandas as pd
 
         raw = self._raw
         header = analyze.csv_header(self.labels, raw=raw)

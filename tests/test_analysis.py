@@ -7,7 +7,7 @@ import json
 import math
 import subprocess
 
-import pandas as pd  # type: ignore[import-untyped]
+import pandas as pd
 import pytest
 from helpers import REPO, edge_command
 

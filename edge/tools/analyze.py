@@ -208,7 +208,7 @@ class Progress:
     def __init__(self, total: int | None, err: TextIO, *, bar: bool | None = None, every: float = PROGRESS_EVERY):
         self._bar: Any = None
         if bar if bar is not None else err.isatty():
-            from tqdm import tqdm  # type: ignore[import-untyped]
+            from tqdm import tqdm
 
             self._bar = tqdm(total=total, file=err, unit="frame", leave=False)
         self.total = total
