@@ -27,6 +27,11 @@ CSV_USAGE = {"train": "Training", "test": "PublicTest", "private": "PrivateTest"
 TEST_FOLDER_NAMES = ("test", "val", "validation")
 
 
+def keras_input(faces: np.ndarray) -> np.ndarray:
+    """(N, 48, 48) uint8 faces as the Keras model takes them: (N, 48, 48, 1) float32 in [0, 1]."""
+    return faces[..., None].astype(np.float32) / 255.0
+
+
 class DataError(Exception):
     """Input data that cannot be used; the message names the file or folder at fault."""
 
