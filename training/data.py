@@ -168,7 +168,8 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         return image
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
-    return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    low, high = float(image.min()), float(image.max())
+    return np.round((image - low) * (255.0 / max(high - low, 1e-12))).astype(np.uint8)
 
 
 def _read_csv(path: Path) -> dict[str, Split]:

@@ -55,7 +55,7 @@ def _noise(sigma: float) -> Degradation:
 def _jpeg(quality: int) -> Degradation:
     def apply(face: np.ndarray, _rng: np.random.Generator) -> np.ndarray:
         _ok, data = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        return np.asarray(cv2.imdecode(data, cv2.IMREAD_GRAYSCALE))
 
     return apply
 
