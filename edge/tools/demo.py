@@ -118,7 +118,7 @@ def run(config: Config, max_frames: int | None = None) -> int:
             log.info("demo: %s -> %s:%d, printing what a subscriber of %s/# receives",
                      config.source.spec, config.mqtt.host, config.mqtt.port, topics.base)  # fmt: skip
             try:
-                code = serve(config, max_frames)
+                code = serve(config, max_frames, discovery=False)
                 printer.offline.wait(3)
             finally:
                 printer.close()
