@@ -205,8 +205,7 @@ class HomeAssistantConfig:
 
 @dataclass
 class PreviewConfig:
-    """The live view: a web page with the annotated camera frames, for aiming the camera. Off by default:
-    no image leaves the device unless you turn it on."""
+    """The live view: a web page of the annotated camera frames, for aiming the camera (off: no image leaves)."""
 
     enabled: bool = setting(False, doc="serve the live view page")
     bind: str = setting("127.0.0.1", doc="address to listen on; 127.0.0.1 = this machine only (use an SSH tunnel)")
