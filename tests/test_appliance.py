@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Broker, Subscriber, edge_command, wait_until
+from helpers import Broker, Subscriber, edge_command, free_port, wait_until
 from test_service import ServiceProcess
 
 from edge.tools.demo import DEMO_CLIP
@@ -153,3 +153,12 @@ def test_forget_leaves_no_retained_topic_of_the_device(
     after = subscribe(broker.port, ["#"])
     time.sleep(1.0)  # a fresh subscriber receives every retained message at once
     assert [m.topic for m in after.messages if m.retain] == []
+
+
+def test_forget_without_a_broker_says_so_in_one_line(tmp_path: Path, edge_env: dict[str, str]) -> None:
+    config = tmp_path / "forget.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\ndevice_id = "testpi"\n')
+    done = subprocess.run(edge_command("forget", "--config", str(config)), env=edge_env, capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the broker 127.0.0.1" in lines[0], done.stderr

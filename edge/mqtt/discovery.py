@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +44,7 @@ def node_id(key: str) -> str:
 
 
 def legacy_topics(config: Config) -> list[str]:
-    device = "".join(c if c.isalnum() or c in "_-" else "_" for c in config.mqtt.device_id)
+    device = re.sub(r"[^A-Za-z0-9_-]", "_", config.mqtt.device_id)
     prefix = config.homeassistant.discovery_prefix
     return [f"{prefix}/sensor/emotion_edge_{device}/{name}/config" for name in LEGACY_OBJECTS]
 
