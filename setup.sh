@@ -448,9 +448,14 @@ restart_mosquitto() {
 # Stop the service first (it would republish), clear what it left on the broker while its venv and config
 # are still there, then remove everything setup.sh made for it. mosquitto itself stays installed.
 uninstall() {
-  if systemd_running && [ -e "$UNIT" ]; then
-    as_root systemctl disable --now --quiet emotion-edge || true
-    changed "stopped and disabled emotion-edge"
+  if [ -e "$UNIT" ]; then
+    if systemd_running; then
+      as_root systemctl disable --now --quiet emotion-edge || true
+      changed "stopped and disabled emotion-edge"
+    elif command -v systemctl >/dev/null && systemctl is-enabled --quiet emotion-edge 2>/dev/null; then
+      as_root systemctl disable --quiet emotion-edge 2>/dev/null || true # works offline: removes the links
+      changed "disabled emotion-edge"
+    fi
   fi
   if [ -x "$SERVICE_VENV/bin/emotion-edge" ] && as_root test -e "$CONFIG"; then
     if as_root "$SERVICE_VENV/bin/emotion-edge" forget --config "$CONFIG"; then
