@@ -193,7 +193,9 @@ class PreviewServer:
         try:
             server = (_Server6 if ":" in c.bind else _Server)((c.bind, c.port), _Handler)
         except OSError as exc:
-            raise ConfigError(f"preview.bind/port: cannot listen on {c.bind}:{c.port} ({exc.strerror})") from None
+            raise ConfigError(
+                f"preview.bind/port: cannot listen on {c.bind}:{c.port} ({exc.strerror or exc})"
+            ) from None
         server.live = self._live
         server.stopping = threading.Event()
         names = {"localhost", "127.0.0.1", "::1", c.bind}
