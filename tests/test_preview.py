@@ -26,7 +26,7 @@ import pytest
 from helpers import Broker, free_port, wait_until
 from test_service import ServiceProcess
 
-from edge.config import PreviewConfig
+from edge.config import ConfigError, PreviewConfig
 from edge.preview import LiveView, PreviewServer
 from edge.tools.annotate import COLOURS
 from edge.tools.demo import DEMO_CLIP
@@ -207,3 +207,13 @@ def test_the_page_is_reachable_on_its_bind_address_only() -> None:
         server.stop()
     with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
         sock.connect(("127.0.0.1", server.port))
+
+
+def test_a_taken_port_is_a_config_error_naming_the_keys() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = PreviewServer(PreviewConfig(enabled=True, bind="127.0.0.1", port=port), LiveView("testpi"))
+        with pytest.raises(ConfigError, match=rf"preview.bind/port: cannot listen on 127.0.0.1:{port} \(Address"):
+            server.start()
