@@ -59,7 +59,7 @@ def test_frames_are_encoded_only_while_someone_watches() -> None:
     got = live.next_frame(0, timeout=1)
     assert got is not None and live.encoded == 1
     decoded = cv2.imdecode(np.frombuffer(got[1], np.uint8), cv2.IMREAD_COLOR)
-    assert vivid_pixels(decoded) > 100, "the track's box is drawn on the frame"
+    assert decoded is not None and vivid_pixels(decoded) > 100, "the track's box is drawn on the frame"
     live.watching(-1)
     time.sleep(0.15)  # past the rate limit, so only the missing viewer can stop the next encoding
     live.frame(image, [track])
@@ -104,7 +104,9 @@ class WebDriver:
 
     def screenshot(self) -> np.ndarray:
         png = base64.b64decode(self.call("GET", f"/session/{self.session}/screenshot"))
-        return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None, "the screenshot is not a PNG"
+        return image
 
     def close(self) -> None:
         try:
