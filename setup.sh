@@ -7,6 +7,13 @@
 #   ./setup.sh --train    a workstation: .venv in this checkout with the runtime, TensorFlow and plotting
 #   ./setup.sh --dev      --train plus the test tools, and a local mosquitto for the demo and the tests
 #
+#   --mqtt-host H [--mqtt-port P] [--mqtt-user U]
+#                         (the Pi) use the broker H (port P, default 1883) and install no mosquitto; with a
+#                         user, the password is read from a prompt or stdin and kept only in the config
+#   --broker-lan          (the Pi) a mosquitto for the whole network, with generated passwords; prints what
+#                         to type into Home Assistant's MQTT integration
+#   --uninstall           stop and remove the service, its files and user, and clear its retained MQTT topics
+#
 # Safe to run again (after a `git pull`, say): it changes only what differs, and says what it changed.
 # Run as a normal user it uses sudo for the system parts. Where systemd is not running (a container, CI,
 # a chroot building an image) it installs and enables the unit but does not start it.
@@ -18,6 +25,15 @@ readonly SERVICE_VENV=$PREFIX/venv
 readonly CONFIG=/etc/emotion-edge/config.toml
 readonly UNIT=/etc/systemd/system/emotion-edge.service
 readonly SERVICE_USER=emotion-edge
+# The unit's StateDirectory= (the pause state, the spool), and the service user's home.
+readonly STATE_DIR=/var/lib/emotion-edge
+# --broker-lan: mosquitto's listener for the network, its password file, and Home Assistant's credentials
+# (root only) so a later run prints the same values.
+readonly BROKER_CONF=/etc/mosquitto/conf.d/emotion-edge.conf
+readonly BROKER_PASSWD=/etc/mosquitto/emotion-edge.passwd
+readonly BROKER_NOTE=/etc/emotion-edge/broker-lan.txt
+readonly BROKER_PORT=1883
+readonly HA_MQTT_USER=homeassistant
 # The files the service runs from; copied to $APP so the service does not depend on (nor can read) a
 # checkout in someone's home directory.
 readonly APP_FILES=(edge models pyproject.toml README.md config.example.toml)
@@ -43,7 +59,7 @@ changed() {
 }
 
 usage() {
-  sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 as_root() { "${SUDO[@]}" "$@"; }
@@ -201,7 +217,7 @@ sync_app() {
 
 ensure_user() {
   if ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
-    as_root useradd --system --user-group --groups video --home-dir "/var/lib/$SERVICE_USER" --no-create-home \
+    as_root useradd --system --user-group --groups video --home-dir "$STATE_DIR" --no-create-home \
       --shell /usr/sbin/nologin --comment "emotion-edge service" "$SERVICE_USER"
     changed "created system user $SERVICE_USER (in group video, for the cameras)"
   elif ! id -nG "$SERVICE_USER" | grep -qw video; then
@@ -304,6 +320,166 @@ ensure_service() {
   fi
 }
 
+# --- the broker: a remote one (--mqtt-host), or mosquitto for the network (--broker-lan) ------------------
+
+# set_mqtt HOST PORT USER: writes [mqtt] host, port, username and the password read from stdin into
+# $CONFIG, keeping its comments; changes the file only when a value differs. The password never appears on
+# a command line (where `ps` shows it), only on stdin and in the 0640 root:$SERVICE_USER config.
+set_mqtt() {
+  local result
+  result=$( { printf '%s\0%s\0%s\0' "$1" "$2" "$3"; cat; } | as_root "$PYTHON" -c '
+import grp
+import json
+import os
+import re
+import sys
+import tempfile
+
+path, group = sys.argv[1], sys.argv[2]
+host, port, user, password = sys.stdin.read().split("\0", 3)
+password = password.rstrip("\n")  # the line read from a prompt or a pipe
+values = {"host": json.dumps(host), "port": str(int(port)), "username": json.dumps(user),
+          "password": json.dumps(password, ensure_ascii=False)}
+with open(path) as f:
+    lines = f.read().splitlines(keepends=True)
+start = next((i for i, line in enumerate(lines) if line.strip() == "[mqtt]"), None)
+if start is None:
+    lines += ["\n", "[mqtt]\n"]
+    start = len(lines) - 1
+end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+for key, value in values.items():
+    pattern = re.compile(rf"^#?\s*{key}\s*=")
+    at = next((i for i in range(start + 1, end) if pattern.match(lines[i])), None)
+    if at is None:
+        lines.insert(start + 1, f"{key} = {value}\n")
+        end += 1
+    else:
+        lines[at] = f"{key} = {value}\n"
+new = "".join(lines)
+with open(path) as f:
+    if f.read() == new:
+        print("same")
+        sys.exit(0)
+fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".config.")
+with os.fdopen(fd, "w") as f:
+    f.write(new)
+os.chmod(tmp, 0o640)
+if os.geteuid() == 0:
+    os.chown(tmp, 0, grp.getgrnam(group).gr_gid)
+os.replace(tmp, path)
+print("changed")
+' "$CONFIG" "$SERVICE_USER") || die "could not write the broker settings into $CONFIG"
+  [ "$result" = changed ] && changed "wrote the broker $1:$2${3:+ (user $3)} into $CONFIG"
+  return 0
+}
+
+# The password for --mqtt-user: typed at a prompt (not echoed), or the first line of stdin (a pipe, a file).
+read_password() {
+  local password=""
+  if [ -t 0 ]; then
+    read -rsp "MQTT password for $1: " password </dev/tty || true
+    echo >&2
+  else
+    IFS= read -r password || true
+  fi
+  printf '%s' "$password"
+}
+
+new_password() {
+  "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(18))'
+}
+
+# mosquitto listening on the network on $BROKER_PORT, anonymous access off, two users: $SERVICE_USER for
+# the service (its password goes into $CONFIG) and $HA_MQTT_USER for Home Assistant (kept in $BROKER_NOTE,
+# root only). Passwords are made once; later runs keep them and print the same values.
+setup_broker_lan() {
+  local service_password ha_password conf_changed=0 address
+  apt_install mosquitto
+  if as_root test -s "$BROKER_NOTE" && as_root test -s "$BROKER_PASSWD"; then
+    read -r ha_password < <(as_root sed -n "s/^$HA_MQTT_USER //p" "$BROKER_NOTE")
+    read -r service_password < <(as_root sed -n "s/^$SERVICE_USER //p" "$BROKER_NOTE")
+  fi
+  if [ -z "${ha_password:-}" ] || [ -z "${service_password:-}" ]; then
+    ha_password=$(new_password)
+    service_password=$(new_password)
+    printf '%s %s\n%s %s\n' "$HA_MQTT_USER" "$ha_password" "$SERVICE_USER" "$service_password" |
+      as_root install -D -m 0600 -o root -g root /dev/stdin "$BROKER_NOTE"
+    # mosquitto_passwd -U hashes a file of user:password lines in place: no password on a command line.
+    printf '%s:%s\n%s:%s\n' "$HA_MQTT_USER" "$ha_password" "$SERVICE_USER" "$service_password" |
+      as_root install -D -m 0640 -o root -g mosquitto /dev/stdin "$BROKER_PASSWD"
+    as_root mosquitto_passwd -U "$BROKER_PASSWD" || die "mosquitto_passwd could not hash $BROKER_PASSWD"
+    conf_changed=1
+    changed "made passwords for $HA_MQTT_USER and $SERVICE_USER ($BROKER_PASSWD)"
+  fi
+  local conf
+  conf=$(printf '%s\n' "# Written by emotion-edge's setup.sh --broker-lan: mosquitto for the whole network, passwords required." \
+    "listener $BROKER_PORT" "allow_anonymous false" "password_file $BROKER_PASSWD")
+  if [ "$(as_root cat "$BROKER_CONF" 2>/dev/null)" != "$conf" ]; then
+    printf '%s\n' "$conf" | as_root install -D -m 0644 /dev/stdin "$BROKER_CONF"
+    conf_changed=1
+    changed "wrote $BROKER_CONF (mosquitto listens on the network, port $BROKER_PORT)"
+  fi
+  printf '%s\n' "$service_password" | set_mqtt localhost "$BROKER_PORT" "$SERVICE_USER"
+  [ "$conf_changed" -eq 1 ] && restart_mosquitto
+  ensure_mosquitto "$BROKER_PORT"
+  address=$(hostname -I 2>/dev/null | awk '{print $1}')
+  log "Home Assistant: Settings > Devices & services > Add integration > MQTT, then enter:"
+  log "  Broker:   ${address:-$(hostname).local}   (or $(hostname).local)"
+  log "  Port:     $BROKER_PORT"
+  log "  Username: $HA_MQTT_USER"
+  log "  Password: $ha_password"
+}
+
+# A running mosquitto reads a new listener only at start.
+restart_mosquitto() {
+  if systemd_running; then
+    if systemctl is-active --quiet mosquitto; then as_root systemctl restart mosquitto && changed "restarted mosquitto"; fi
+  elif [ -s /run/mosquitto/mosquitto.pid ]; then
+    as_root kill "$(as_root cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
+    for _ in $(seq 50); do
+      port_open "$BROKER_PORT" || break
+      sleep 0.1
+    done
+  fi
+}
+
+# --- removal ----------------------------------------------------------------------------------------------
+
+# Stop the service first (it would republish), clear what it left on the broker while its venv and config
+# are still there, then remove everything setup.sh made for it. mosquitto itself stays installed.
+uninstall() {
+  if [ -e "$UNIT" ]; then
+    if systemd_running; then
+      as_root systemctl disable --now --quiet emotion-edge || true
+      changed "stopped and disabled emotion-edge"
+    elif command -v systemctl >/dev/null && systemctl is-enabled --quiet emotion-edge 2>/dev/null; then
+      as_root systemctl disable --quiet emotion-edge 2>/dev/null || true # works offline: removes the links
+      changed "disabled emotion-edge"
+    fi
+  fi
+  if [ -x "$SERVICE_VENV/bin/emotion-edge" ] && as_root test -e "$CONFIG"; then
+    if as_root "$SERVICE_VENV/bin/emotion-edge" forget --config "$CONFIG"; then
+      changed "cleared the device's retained topics and Home Assistant discovery on the broker"
+    else
+      log "warning: could not clear the device's retained MQTT topics (broker away?); later: mosquitto_pub -r -n -t TOPIC"
+    fi
+  fi
+  local path lan=0
+  if as_root test -e "$BROKER_CONF"; then lan=1; fi
+  for path in "$UNIT" "$PREFIX" "$(dirname "$CONFIG")" "$STATE_DIR" "$BROKER_CONF" "$BROKER_PASSWD"; do
+    if as_root test -e "$path"; then
+      as_root rm -rf "$path"
+      changed "removed $path"
+    fi
+  done
+  if systemd_running; then as_root systemctl daemon-reload; fi
+  if [ "$lan" -eq 1 ]; then restart_mosquitto; fi  # back to listening on this machine only
+  if id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    as_root userdel "$SERVICE_USER"
+    changed "removed the system user $SERVICE_USER"
+  fi
+}
+
 # --- modes ----------------------------------------------------------------------------------------------------
 
 # Python and the package index, before any long step: apt installs python3 itself when it is missing.
@@ -337,6 +513,11 @@ setup_edge() {
   if [ "$changes" -gt 0 ]; then as_root "$SERVICE_VENV/bin/python" -m compileall -q "$APP/edge" >/dev/null; fi
   ensure_user
   ensure_config
+  if [ -n "$MQTT_HOST" ]; then
+    printf '%s\n' "$MQTT_PASSWORD" | set_mqtt "$MQTT_HOST" "$MQTT_PORT" "$MQTT_USER"
+  elif [ "$BROKER_LAN" -eq 1 ]; then
+    setup_broker_lan
+  fi
   as_root "$SERVICE_VENV/bin/emotion-edge" check-config "$CONFIG" >/dev/null ||
     die "$CONFIG is not valid (see above): fix it, then run setup.sh again"
   read -r host port < <(as_root cat "$CONFIG" | broker_of "$SERVICE_VENV/bin/python") ||
@@ -352,21 +533,50 @@ setup_edge() {
 setup_workstation() {
   local extra=$1 venv=$CHECKOUT/.venv
   preflight "$venv" "${CHECKOUT}[$extra]"
-  # dev: the broker the demo and the tests use, the tools tests/test_deploy.py runs, and the headless
-  # browser that renders the report pages (tests/test_report.py)
-  if [ "$extra" = dev ]; then apt_install mosquitto shellcheck systemd python3-seccomp chromium; fi
+  # dev: the broker the demo and the tests use, and the tools tests/test_deploy.py runs
+  # chromium: the browser tests of the live view (tests/test_preview.py) and of the report pages
+  # (tests/test_report.py); iproute2: the live view's list of local addresses
+  if [ "$extra" = dev ]; then apt_install mosquitto shellcheck systemd python3-seccomp chromium chromium-driver iproute2; fi
   make_venv "$venv" no
   pip_install "$venv" "${CHECKOUT}[$extra]"
   if [ "$extra" = dev ]; then ensure_mosquitto 1883; fi
 }
 
+MQTT_HOST=""
+MQTT_PORT=""
+MQTT_USER=""
+MQTT_PASSWORD=""
+BROKER_LAN=0
+
+# value OPTION VALUE: the option's argument, or a stop naming the option.
+value() {
+  if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then die "$1 needs a value"; fi
+  printf '%s' "$2"
+}
+
 main() {
-  local mode=edge
+  local mode=edge broker_flags=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --edge) mode=edge ;;
       --train) mode=train ;;
       --dev) mode=dev ;;
+      --uninstall) mode=uninstall ;;
+      --mqtt-host | --mqtt-port | --mqtt-user)
+        local given
+        given=$(value "$@") || exit 1
+        case "$1" in
+          --mqtt-host) MQTT_HOST=$given ;;
+          --mqtt-port) MQTT_PORT=$given ;;
+          --mqtt-user) MQTT_USER=$given ;;
+        esac
+        broker_flags=1
+        shift
+        ;;
+      --broker-lan)
+        BROKER_LAN=1
+        broker_flags=1
+        ;;
       -h | --help)
         usage
         exit 0
@@ -378,6 +588,18 @@ main() {
     esac
     shift
   done
+  if [ "$broker_flags" -eq 1 ]; then
+    [ "$mode" = edge ] || die "--mqtt-host, --mqtt-port, --mqtt-user and --broker-lan are for the Pi (--edge), not --$mode"
+    [ -z "$MQTT_HOST" ] || [ "$BROKER_LAN" -eq 0 ] || die "choose one: --mqtt-host (a broker elsewhere) or --broker-lan (this Pi's)"
+    [ -n "$MQTT_HOST" ] || [ -z "$MQTT_PORT$MQTT_USER" ] || die "--mqtt-port and --mqtt-user need --mqtt-host"
+    case "$MQTT_PORT" in
+      "") MQTT_PORT=1883 ;;
+      *[!0-9]*) die "--mqtt-port: expected a port number 1..65535, got '$MQTT_PORT'" ;;
+      *) if [ "$MQTT_PORT" -lt 1 ] || [ "$MQTT_PORT" -gt 65535 ]; then die "--mqtt-port: expected a port number 1..65535, got '$MQTT_PORT'"; fi ;;
+    esac
+    # Asked first, before the long steps, so nobody waits at a prompt they cannot see coming.
+    if [ -n "$MQTT_USER" ]; then MQTT_PASSWORD=$(read_password "$MQTT_USER@$MQTT_HOST"); fi
+  fi
 
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || die "run this as root, or install sudo: it needs root for apt-get and /etc"
@@ -388,6 +610,7 @@ main() {
   case "$mode" in
     edge) setup_edge ;;
     train | dev) setup_workstation "$mode" ;;
+    uninstall) uninstall ;;
   esac
   if [ "$changes" -eq 0 ]; then log "done: everything was already set up, nothing changed"; else log "done: $changes change(s)"; fi
 }

@@ -19,7 +19,7 @@ import numpy as np
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.emotions import EMOTIONS, FACE_SIZE
 from edge.vision.model_card import ModelCard, TensorSpec, card_path, sha256_of
-from training.data import Dataset, load_dataset
+from training.data import Dataset, keras_input, load_dataset
 from training.evaluate import predict_keras
 from training.report import classification_report, write_evaluation
 from training.train import FLOAT_MODEL
@@ -75,7 +75,7 @@ def quantize(model, faces: np.ndarray) -> bytes:
 
     def representative():
         for face in faces:
-            yield [face[None, :, :, None].astype(np.float32) / 255.0]
+            yield [keras_input(face[None])]
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

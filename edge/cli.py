@@ -1,4 +1,4 @@
-"""``emotion-edge`` (also ``python -m edge``): run, check-config, analyze, bench, demo, watch, report.
+"""``emotion-edge`` (also ``python -m edge``): run, check-config, forget, analyze, bench, demo, watch, report.
 
 Exit codes: 0 success; 1 a named input could not be used (model, camera, file, broker for the demo);
 2 bad command line (argparse); 78 (EX_CONFIG) bad configuration, so a systemd unit can say
@@ -15,6 +15,7 @@ from typing import Any
 
 from edge import __version__
 from edge.config import ConfigError, load, to_toml
+from edge.mqtt.forget import ForgetError
 from edge.sources import SourceError
 from edge.systemd import under_journald
 from edge.tools.demo import DEMO_CLIP
@@ -60,6 +61,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{where}: OK")
     if args.show:
         print(to_toml(config), end="")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from edge.mqtt.forget import forget
+
+    config = load(args.config)
+    cleared = forget(config)
+    log.info("forget: cleared %d retained topics of %s on %s:%d", len(cleared), config.mqtt.device_id,
+             config.mqtt.host, config.mqtt.port)  # fmt: skip
     return 0
 
 
@@ -169,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_level(check)
     check.set_defaults(func=cmd_check_config)
 
+    forget = sub.add_parser(
+        "forget", help="clear this device's retained topics and Home Assistant discovery on the broker"
+    )
+    forget.add_argument("--config", metavar="FILE", help="the config whose broker and device to clear")
+    _add_log_level(forget)
+    forget.set_defaults(func=cmd_forget)
+
     analyze = sub.add_parser("analyze", help="analyse a video, image or folder offline")
     analyze.add_argument("src", metavar="SRC", help="video file, image or folder of images")
     analyze.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="stdout format (jsonl)")
@@ -229,6 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return EX_CONFIG
-    except (ModelError, BackendError, DetectorError, SourceError) as exc:
+    except (ModelError, BackendError, DetectorError, SourceError, ForgetError) as exc:
         log.error("%s", exc)
         return 1

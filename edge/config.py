@@ -13,7 +13,6 @@ import difflib
 import os
 import re
 import secrets
-import socket
 import sys
 import textwrap
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.identity import default_device_id
 from edge.vision.detector import DETECTORS, DetectorError, find_cascade
 from edge.vision.litert import BACKENDS
 
@@ -160,7 +160,12 @@ class MqttConfig:
     topic_prefix: str = setting(
         "emotion-edge", pattern=_TOPIC_PATH, doc="first topic level(s): topics are `<topic_prefix>/<device_id>/…`"
     )
-    device_id: str = setting("", pattern=_TOPIC_LEVEL, doc="topic level naming this device; empty = the hostname")
+    device_id: str = setting(
+        "",
+        pattern=_TOPIC_LEVEL,
+        doc="topic level naming this device; empty = the hostname, plus a suffix from /etc/machine-id for a stock "
+        "name such as raspberrypi",
+    )
     queue_size: int = setting(
         1000,
         lo=1,
@@ -186,6 +191,25 @@ class HomeAssistantConfig:
         True, doc="publish Home Assistant MQTT discovery, so the device and its sensors appear by themselves"
     )
     discovery_prefix: str = setting("homeassistant", pattern=_TOPIC_PATH, doc="Home Assistant's discovery prefix")
+    birth_delay: float = setting(
+        5.0,
+        lo=0,
+        hi=300,
+        doc="discovery is re-sent a random 0..this many seconds after Home Assistant announces itself, so many "
+        "devices do not answer a restarted Home Assistant at once",
+    )
+    scores_interval: float = setting(
+        10.0, lo=1, hi=86400, doc="seconds at least between …/scores messages (the Emotion entity's attributes)"
+    )
+
+
+@dataclass
+class PreviewConfig:
+    """The live view: a web page of the annotated camera frames, for aiming the camera (off: no image leaves)."""
+
+    enabled: bool = setting(False, doc="serve the live view page")
+    bind: str = setting("127.0.0.1", doc="address to listen on; 127.0.0.1 = this machine only (use an SSH tunnel)")
+    port: int = setting(8090, lo=1, hi=65535, doc="TCP port of the live view")
 
 
 @dataclass
@@ -211,6 +235,7 @@ SECTIONS: dict[str, type] = {
     "tracker": TrackerConfig,
     "mqtt": MqttConfig,
     "homeassistant": HomeAssistantConfig,
+    "preview": PreviewConfig,
     "summary": SummaryConfig,
     "logging": LoggingConfig,
 }
@@ -224,17 +249,11 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     path: Path | None = None  # the file read, None when running on defaults
     origins: dict[str, str] = field(default_factory=dict)  # "mqtt.port" -> where its value came from
-
-
-def default_device_id() -> str:
-    """The short hostname made topic-safe: what a Pi user sees in their router and in Home Assistant."""
-    host = socket.gethostname().split(".")[0]
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", host).strip("-.") or "emotion-edge"
-    return cleaned if _TOPIC_LEVEL.match(cleaned) else f"pi-{cleaned}"
 
 
 def resolve_path(path: str | Path | None) -> Path | None:

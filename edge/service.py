@@ -18,12 +18,15 @@ from pathlib import Path
 from edge import __version__
 from edge.config import Config
 from edge.mqtt import payloads
+from edge.mqtt.commands import EnabledSwitch, state_path
 from edge.mqtt.discovery import Discovery
 from edge.mqtt.payloads import Topics
 from edge.mqtt.publisher import MqttPublisher, spool_path
 from edge.mqtt.summary import RollingSummary
+from edge.pause import PausedReader
 from edge.pipeline import FrameResult, Pipeline
-from edge.sources import LatestFrameReader, open_source
+from edge.preview import LiveView, PreviewServer
+from edge.sources import FrameSource, LatestFrameReader, SourceError, open_source
 from edge.systemd import Watchdog, notify
 from edge.vision.tracker import Track, TrackEvent
 
@@ -68,11 +71,15 @@ class Service:
     # Built by run(), not __init__: each may refuse to start, and run() is where that is reported.
     pipeline: Pipeline
     publisher: MqttPublisher
-    reader: LatestFrameReader
+    reader: LatestFrameReader | PausedReader
+    switch: EnabledSwitch
     summary: RollingSummary
 
-    def __init__(self, config: Config, *, max_frames: int | None = None) -> None:
+    def __init__(self, config: Config, *, max_frames: int | None = None, discovery: bool = True) -> None:
+        """``discovery=False`` leaves Home Assistant discovery alone, neither publishing nor clearing it:
+        for the demo, which runs beside the device under another topic level but is not the device."""
         self.config = config
+        self.discovery = discovery
         self.max_frames = max_frames
         self.topics = Topics.of(config.mqtt.topic_prefix, config.mqtt.device_id)
         self.device = config.mqtt.device_id
@@ -81,7 +88,12 @@ class Service:
         self._window = StatsWindow()
         self._frames = 0
         self._last_ts = 0.0
-        self._state_key: tuple[int, str] | None = None
+        self._state_key: tuple[int, str, bool] | None = None
+        self._scores: dict[str, float] | None = None
+        self._scores_sent = -float("inf")
+        self.live = LiveView(self.device)
+        self._preview: PreviewServer | None = None
+        self._discovery: Discovery | None = None
         self._state_sent = 0.0
         self._stats_sent = 0.0
         self._started = 0.0
@@ -97,13 +109,18 @@ class Service:
         c = self.config
         self.pipeline = Pipeline.from_config(c)
         self.publisher = MqttPublisher(c.mqtt, self.topics.availability, spool_path(c.mqtt))
-        s = c.source
-        opener = lambda: open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)  # noqa: E731
-        self.reader = LatestFrameReader(opener)  # opens the source: the last thing that may refuse to start
         labels = self.pipeline.classifier.labels
         self.summary = RollingSummary(c.summary, self.publisher, self.topics.summary, self.device, labels)
-        if c.homeassistant.enabled:
-            Discovery(c, self.publisher).attach()
+        self.switch = EnabledSwitch(self.publisher, self.topics, state_path())
+        # Opening the source is the last thing that may refuse to start; a paused device opens none.
+        self.reader = LatestFrameReader(self._open_source) if self.switch.enabled else PausedReader(c.source.spec)
+        if self.discovery:
+            self._discovery = Discovery(c, self.publisher, self.pipeline.classifier.labels)
+            self._discovery.attach()  # with [homeassistant] enabled = false it clears what a run before published
+        self.switch.attach()
+        if c.preview.enabled:
+            self._preview = PreviewServer(c.preview, self.live)
+            self._preview.start()
         self.publisher.start()
         classifier = self.pipeline.classifier
         log.info(
@@ -118,7 +135,9 @@ class Service:
         )
         self._publish_state(force=True)
         self._stats_sent = time.monotonic()
-        notify("READY=1", f"STATUS=watching {self.reader.name}")
+        if not self.switch.enabled:
+            log.info("paused (the camera stays closed until ON on %s)", self.topics.enabled_set)
+        notify("READY=1", f"STATUS={'watching' if self.switch.enabled else 'paused:'} {self.reader.name}")
         self.ready.set()
         try:
             self._loop()
@@ -127,9 +146,13 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            wanted = self.switch.take()
+            if wanted is not None:
+                self._set_enabled(wanted)
             frame = self.reader.read(READ_TIMEOUT)
             if frame is not None:
                 result = self.pipeline.process(frame)
+                self.live.frame(frame.image, result.tracks)  # returns at once unless someone watches
                 self._last_ts = frame.ts
                 started = time.perf_counter()
                 self._publish_events(result.events, frame.ts)
@@ -150,11 +173,38 @@ class Service:
                 log.info("stopping after %d frames (--max-frames)", self._frames)
                 return
 
+    def _open_source(self) -> FrameSource:
+        s = self.config.source
+        return open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)
+
+    def _set_enabled(self, enabled: bool) -> None:
+        """Pause (release the camera, end the live tracks) or resume (open the source again)."""
+        if enabled:
+            try:
+                self.reader = LatestFrameReader(self._open_source)
+            except SourceError as exc:
+                log.error("%s; staying paused", exc)
+                self.switch.publish()  # the switch shows OFF again
+                return
+            log.info("resumed: watching %s", self.reader.name)
+        else:
+            self.reader.close(timeout=0.3)
+            self.reader = PausedReader(self.reader.name)
+            self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
+            log.info("paused: camera released")
+        self.switch.applied(enabled)
+        self._publish_state()
+        notify(f"STATUS={'watching' if enabled else 'paused:'} {self.reader.name}")
+
     def _timings(self, result: FrameResult, publish_ms: float) -> dict[str, float]:
         return {"capture": self.reader.capture_ms, **result.timings_ms, "publish": publish_ms}
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")
+        if self._preview is not None:
+            self._preview.stop()
+        if self._discovery is not None:
+            self._discovery.cancel()
         self.reader.close(timeout=0.3)
         self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
         self._publish_state()
@@ -173,17 +223,27 @@ class Service:
             wall = now - max(0.0, frame_ts - event.ts)
             body = payloads.event(event, device=self.device, wall=wall, labels=labels)
             self.publisher.publish(self.topics.events, payloads.encode(body))
+            self.live.event(body)
             log.debug("event %s track %d %s %.2f", event.kind, event.track, event.emotion, event.confidence)
 
     def _publish_state(self, *, force: bool = False) -> None:
-        """Retained state on a change of faces or dominant emotion, and at the heartbeat."""
+        """Retained state on a change of faces, dominant emotion or pause, and at the heartbeat; the
+        scores alone on their own topic when they changed, at most every ``scores_interval``."""
         tracks: list[Track] = self.pipeline.tracker.tracks  # live tracks: a face missed for one frame stays
-        body = payloads.state(tracks, device=self.device, wall=time.time(), labels=self.pipeline.classifier.labels)
+        labels = self.pipeline.classifier.labels
+        paused = not self.switch.enabled
+        body = payloads.state(tracks, device=self.device, wall=time.time(), labels=labels, paused=paused)
         key = payloads.state_key(body)
+        now = time.monotonic()
         if force or key != self._state_key:
             self.publisher.publish(self.topics.state, payloads.encode(body), retain=True)
+            self.live.state(body)
             self._state_key = key
-            self._state_sent = time.monotonic()
+            self._state_sent = now
+        if body["scores"] != self._scores and now - self._scores_sent >= self.config.homeassistant.scores_interval:
+            self.publisher.publish(self.topics.scores, payloads.encode(payloads.scores(body)), retain=True)
+            self._scores = body["scores"]
+            self._scores_sent = now
 
     def _publish_stats(self) -> None:
         now = time.monotonic()
@@ -208,9 +268,9 @@ class Service:
         self._stats_sent = now
 
 
-def serve(config: Config, max_frames: int | None = None) -> int:
+def serve(config: Config, max_frames: int | None = None, *, discovery: bool = True) -> int:
     """Run the service in this (main) thread with SIGTERM/SIGINT wired to a clean stop."""
-    service = Service(config, max_frames=max_frames)
+    service = Service(config, max_frames=max_frames, discovery=discovery)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)

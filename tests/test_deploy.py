@@ -15,9 +15,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+import tomllib
+from helpers import MOSQUITTO, edge_command, free_port, port_open, wait_until
+
+from edge.config import load
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "setup.sh"
@@ -316,3 +322,199 @@ def test_pipeline_runs_inside_the_unit_sandbox() -> None:
     result = run_sandboxed(str(entry_point()), "analyze", str(DEMO_CLIP))
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip(), "analyze printed nothing"
+
+
+def setup_functions(*names: str) -> str:
+    """The text of setup.sh's functions ``names``, to eval in a script with paths of the test's own."""
+    text = SETUP.read_text()
+    found = [re.search(rf"^{name}\(\) {{\n.*?^}}\n", text, re.M | re.S) for name in names]
+    assert all(found), [n for n, f in zip(names, found) if not f]
+    return "\n".join(f.group(0) for f in found if f)
+
+
+STUBS = (
+    'as_root() { "$@"; }; changed() { echo "changed: $*"; }; die() { echo "die: $*"; exit 1; }; log() { echo "$*"; }'
+)
+
+
+def run_bash(script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", script], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_mqtt_host_writes_the_broker_into_the_config_and_keeps_its_comments(tmp_path: Path) -> None:
+    """``--mqtt-host/--mqtt-port/--mqtt-user``: set_mqtt on a copy of the shipped config; the password comes
+    on stdin (quotes and backslashes included) and lands only in the file, which stays 0640."""
+    config = tmp_path / "config.toml"
+    shutil.copy(ROOT / "config.example.toml", config)
+    config.chmod(0o644)
+    script = f"""
+        set -eu
+        CONFIG={config}; SERVICE_USER=$(id -gn); PYTHON=/usr/bin/python3
+        {STUBS}
+        eval "$(cat <<'FUNCTIONS'
+{setup_functions("set_mqtt")}
+FUNCTIONS
+)"
+        IFS= read -r password
+        printf '%s\\n' "$password" | set_mqtt broker.lan 8883 pi; echo ---
+        printf '%s\\n' "$password" | set_mqtt broker.lan 8883 pi
+    """
+    secret = 'p"a\\ss w\u00e9rd'
+    done = run_bash(script, secret + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, second = done.stdout.split("---")
+    assert "changed: wrote the broker broker.lan:8883 (user pi)" in first and second.strip() == ""
+    assert secret not in done.stdout + done.stderr, "the password is never shown"
+    settings = tomllib.loads(config.read_text())["mqtt"]
+    assert (settings["host"], settings["port"], settings["username"], settings["password"]) == (
+        "broker.lan",
+        8883,
+        "pi",
+        secret,
+    )
+    example = (ROOT / "config.example.toml").read_text().splitlines()
+    assert len(config.read_text().splitlines()) == len(example), "values replaced in place, comments kept"
+    assert config.stat().st_mode & 0o777 == 0o640
+    assert load(config, env={}).mqtt.host == "broker.lan"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mqtt-port", "1884"], "--mqtt-port and --mqtt-user need --mqtt-host"),
+        (["--mqtt-host", "h", "--broker-lan"], "choose one: --mqtt-host"),
+        (["--mqtt-host", "h", "--mqtt-port", "http"], "--mqtt-port: expected a port number 1..65535, got 'http'"),
+        (["--mqtt-host"], "--mqtt-host needs a value"),
+        (["--dev", "--broker-lan"], "--mqtt-host, --mqtt-port, --mqtt-user and --broker-lan are for the Pi"),
+    ],
+)
+def test_setup_refuses_bad_broker_flags_before_changing_anything(flags: list[str], message: str) -> None:
+    result = subprocess.run([str(SETUP), *flags], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and f"setup: error: {message}" in result.stderr, result.stderr
+
+
+def test_setup_help_names_the_broker_flags() -> None:
+    result = subprocess.run([str(SETUP), "--help"], capture_output=True, text=True, check=True)
+    for flag in ("--mqtt-host", "--mqtt-port", "--mqtt-user", "--broker-lan", "--uninstall"):
+        assert flag in result.stdout
+
+
+REFUSED = (4, 5, 134, 135)
+
+
+def mqtt_refusal(port: int, user: str | None = None, password: str | None = None) -> int:
+    """The CONNACK reason code: 0 accepted; paho reports a refusal in MQTT 5 codes (134 bad user name or
+    password, 135 not authorised)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    if user:
+        client.username_pw_set(user, password)
+    codes: list[int] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: codes.append(reason.value)
+    client.connect("127.0.0.1", port)
+    deadline = time.monotonic() + 10
+    while not codes and time.monotonic() < deadline:
+        client.loop(0.1)
+    client.disconnect()
+    assert codes, "no CONNACK"
+    return codes[0]
+
+
+def test_broker_lan_makes_a_password_protected_mosquitto_and_prints_what_home_assistant_needs(tmp_path: Path) -> None:
+    """setup_broker_lan with its files in tmp_path, then a real mosquitto run on what it wrote: anonymous
+    clients are refused, the printed Home Assistant credentials and the service's (in the config) work,
+    and a second run changes nothing and prints the same password."""
+    if os.geteuid() != 0 or not shutil.which("mosquitto_passwd"):
+        pytest.skip("needs root (files owned by group mosquitto) and mosquitto_passwd")
+    config = tmp_path / "config.toml"
+    shutil.copy(ROOT / "config.example.toml", config)
+    port = free_port()
+    script = f"""
+        set -eu
+        CONFIG={config}; SERVICE_USER=emotion-edge; PYTHON=/usr/bin/python3; HA_MQTT_USER=homeassistant
+        BROKER_CONF={tmp_path}/conf.d/emotion-edge.conf; BROKER_PASSWD={tmp_path}/emotion-edge.passwd
+        BROKER_NOTE={tmp_path}/broker-lan.txt; BROKER_PORT={port}
+        {STUBS}
+        apt_install() {{ :; }}; ensure_mosquitto() {{ :; }}; restart_mosquitto() {{ echo restarted; }}
+        eval "$(cat <<'FUNCTIONS'
+{setup_functions("set_mqtt", "new_password", "setup_broker_lan")}
+FUNCTIONS
+)"
+        setup_broker_lan; echo ---; setup_broker_lan
+    """
+    group = subprocess.run(["getent", "group", "emotion-edge"], capture_output=True)
+    if group.returncode != 0:
+        script = script.replace("SERVICE_USER=emotion-edge", "SERVICE_USER=root")
+    done = run_bash(script)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, second = done.stdout.split("---")
+    assert "changed: made passwords" in first and "restarted" in first
+    assert "changed:" not in second and "restarted" not in second, second
+    passwords = [re.search(r"Password: (\S+)", part).group(1) for part in (first, second)]  # type: ignore[union-attr]
+    assert passwords[0] == passwords[1] and len(passwords[0]) >= 20
+    assert f"Port:     {port}" in first and "Username: homeassistant" in first
+    assert (tmp_path / "broker-lan.txt").stat().st_mode & 0o777 == 0o600
+    assert passwords[0] not in (tmp_path / "emotion-edge.passwd").read_text(), "the password file is hashed"
+
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"user root\npersistence false\n{(tmp_path / 'conf.d' / 'emotion-edge.conf').read_text()}")
+    process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(port), 10, "mosquitto on the generated configuration")
+        assert mqtt_refusal(port) in REFUSED, "anonymous clients are refused"
+        assert mqtt_refusal(port, "homeassistant", "wrong") in REFUSED
+        assert mqtt_refusal(port, "homeassistant", passwords[0]) == 0
+        service = tomllib.loads(config.read_text())["mqtt"]
+        assert (service["host"], service["port"]) == ("localhost", port)
+        assert mqtt_refusal(port, service["username"], service["password"]) == 0
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_uninstall_removes_the_service_and_leaves_no_retained_topic_of_the_device(
+    tmp_path: Path, broker, subscribe, edge_env: dict[str, str]
+) -> None:
+    """uninstall with the installation's paths in tmp_path, after a real service run left its retained
+    topics and discovery on a real broker: the files go, the user goes, and the broker keeps nothing."""
+    run = subprocess.run(
+        edge_command("run", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--device-id", "testpi",
+                     "--source", str(DEMO_CLIP), "--max-frames", "20"),
+        env=edge_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    seen = subscribe(broker.port, ["#"])
+    wait_until(lambda: len([m for m in seen.messages if m.retain]) >= 5, 10, "the service's retained topics")
+
+    prefix, etc, state = tmp_path / "opt", tmp_path / "etc" / "emotion-edge", tmp_path / "var-lib"
+    (prefix / "venv" / "bin").mkdir(parents=True)
+    etc.mkdir(parents=True)
+    state.mkdir()
+    (state / "enabled").write_text("ON\n")
+    entry = prefix / "venv" / "bin" / "emotion-edge"
+    entry.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m edge "$@"\n')
+    entry.chmod(0o755)
+    (etc / "config.toml").write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ndevice_id = "testpi"\n')
+    unit_file = tmp_path / "emotion-edge.service"
+    unit_file.write_text("[Unit]\n")
+    script = f"""
+        set -eu
+        UNIT={unit_file}; PREFIX={prefix}; SERVICE_VENV={prefix}/venv; CONFIG={etc}/config.toml
+        STATE_DIR={state}; SERVICE_USER=emotion-edge-test
+        BROKER_CONF={tmp_path}/none.conf; BROKER_PASSWD={tmp_path}/none.passwd
+        {STUBS}
+        systemd_running() {{ return 1; }}; restart_mosquitto() {{ echo restarted; }}
+        id() {{ [ "$2" = emotion-edge-test ]; }}; userdel() {{ echo "userdel $*"; }}
+        eval "$(cat <<'FUNCTIONS'
+{setup_functions("uninstall")}
+FUNCTIONS
+)"
+        uninstall
+    """
+    done = run_bash(script)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "changed: cleared the device's retained topics" in done.stdout, done.stdout + done.stderr
+    assert "userdel emotion-edge-test" in done.stdout
+    assert not any(p.exists() for p in (unit_file, prefix, etc, state))
+    after = subscribe(broker.port, ["#"])
+    time.sleep(1.0)  # a fresh subscriber receives every retained message at once
+    assert [m.topic for m in after.messages if m.retain] == []

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -41,6 +42,7 @@ def test_train_writes_a_complete_run_folder(run_dir):
         "validation_per_class.csv",
         "report.json",
         "model_float.keras",
+        "best.keras",
     ):
         assert (run_dir / name).stat().st_size > 0, name
     report = json.loads((run_dir / "report.json").read_text())
@@ -49,6 +51,9 @@ def test_train_writes_a_complete_run_folder(run_dir):
     assert report["epochs"] == 2 and report["seconds_per_epoch"] > 0
     assert set(report["evaluation"]["per_class"]) == set(EMOTIONS)
     assert [float(r["seconds"]) > 0 for r in history_rows(run_dir)] == [True, True]
+    best = max(range(2), key=lambda i: float(history_rows(run_dir)[i]["val_accuracy"]))
+    assert report["best_epoch"]["epoch"] == best + 1
+    assert report["best_epoch"]["split"] == report["validation"]["origin"]
     import keras
 
     assert not keras.models.load_model(run_dir / "model_float.keras").compiled  # no optimiser state kept
@@ -56,10 +61,39 @@ def test_train_writes_a_complete_run_folder(run_dir):
 
 def test_same_command_resumes_where_it_stopped(run_dir):
     before = history_rows(run_dir)
-    assert training_main(["train", str(FER), "--run-dir", str(run_dir), "--epochs", "3"]) == 0
+    assert training_main(["train", str(FER), "--run-dir", str(run_dir), "--epochs", "3", *TINY[2:]]) == 0
     after = history_rows(run_dir)
     assert [r["epoch"] for r in after] == ["0", "1", "2"]
     assert after[:2] == before  # finished epochs are not trained again
+
+
+def test_a_changed_setting_with_an_existing_run_folder_is_refused_in_one_line(run_dir, caplog):
+    stored = (run_dir / "config.json").read_text()
+    history = history_rows(run_dir)
+    changed = [*TINY, "--learning-rate", "0.5", "--dense", "32"]
+    assert training_main(["train", str(FER), "--run-dir", str(run_dir), *changed]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert f"{run_dir} was started with other settings" in errors[0]
+    assert "--learning-rate 0.002 -> 0.5" in errors[0] and "--dense 16 -> 32" in errors[0]
+    assert (run_dir / "config.json").read_text() == stored and history_rows(run_dir) == history
+
+
+def test_camera_degradation_keeps_shape_and_range_and_changes_faces():
+    import tensorflow as tf
+
+    from training.train import camera_degrade
+
+    tf.random.set_seed(0)
+    faces = np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in sorted(FER.glob("test/*/*.jpg"))[:6]])
+    x = tf.constant(faces[..., None].astype("float32") / 255.0)
+    untouched = [camera_degrade(x[i], 0.0).numpy() for i in range(len(faces))]
+    np.testing.assert_allclose(np.stack(untouched), x.numpy(), atol=1e-6)
+    degraded = np.stack([camera_degrade(x[i], 1.0).numpy() for i in range(len(faces)) for _ in range(4)])
+    assert degraded.shape == (4 * len(faces), 48, 48, 1)
+    assert degraded.min() >= 0.0 and degraded.max() <= 1.0
+    changed = np.abs(degraded - np.repeat(x.numpy(), 4, axis=0)).mean(axis=(1, 2, 3)) > 0.01
+    assert changed.mean() > 0.7  # five effects at even odds: almost every face is changed
 
 
 def test_a_run_can_start_from_another_models_weights(run_dir, tmp_path):

@@ -12,7 +12,6 @@ import pytest
 from helpers import Broker, Subscriber, wait_until
 
 from edge.config import Config, load
-from edge.mqtt import discovery
 from edge.mqtt.payloads import Topics
 from edge.mqtt.publisher import MqttPublisher, spool_path
 
@@ -133,39 +132,6 @@ def test_subscriptions_deliver_and_survive_a_broker_restart(
     wait_until(lambda: pub.connected, 40, "the publisher to reconnect")
     wait_until(lambda: sender.client.is_connected(), 40, "the test client to reconnect")
     deliver("two")
-
-
-def test_discovery_describes_sensors_and_is_resent_on_home_assistant_birth(
-    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], publishers
-) -> None:
-    config = make_config(tmp_path, broker.port)
-    pub = publishers(config)
-    discovery.Discovery(config, pub).attach()
-    pub.start()
-    sub = subscribe(broker.port, ["homeassistant/sensor/#"])
-    node = "emotion_edge_testpi"
-    topics = {f"homeassistant/sensor/{node}/{name}/config" for name in ("emotion", "faces", "confidence", "fps")}
-    wait_until(lambda: topics <= {m.topic for m in sub.messages}, 10, f"discovery on {sorted(topics)}")
-    late = subscribe(broker.port, ["homeassistant/sensor/#"])
-    wait_until(lambda: topics <= {m.topic for m in late.messages}, 10, "retained discovery for a late subscriber")
-    assert all(m.retain for m in late.messages), "a Home Assistant started later must still find the sensors"
-    for m in sub.messages:
-        body = json.loads(m.payload)
-        assert body["availability_topic"] == TOPICS.availability
-        assert body["device"]["identifiers"] == [node] and body["device"]["name"] == "testpi"
-        assert {"model", "sw_version", "manufacturer"} <= set(body["device"])
-        assert body["unique_id"] == f"{node}_{m.topic.split('/')[3]}"
-        assert body["state_topic"] in (TOPICS.state, TOPICS.stats) and body["value_template"].startswith("{{")
-    emotion = json.loads(next(m for m in sub.messages if m.topic.endswith("/emotion/config")).payload)
-    assert (emotion["state_topic"], emotion["value_template"]) == (TOPICS.state, "{{ value_json.emotion }}")
-    fps = json.loads(next(m for m in sub.messages if m.topic.endswith("/fps/config")).payload)
-    assert (fps["state_topic"], fps["value_template"]) == (TOPICS.stats, "{{ value_json.fps }}")
-
-    before = len(sub.messages)
-    sub.client.publish("homeassistant/status", "offline")  # only "online" asks for a re-send
-    sub.client.publish("homeassistant/status", "online")
-    wait_until(lambda: len(sub.messages) >= before + len(topics), 10, "discovery re-sent after the birth message")
-    assert len(sub.messages) == before + len(topics)
 
 
 def make_pki(tmp_path: Path) -> dict[str, Path]:

@@ -31,10 +31,12 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 class ServiceProcess:
     """``python -m edge run …`` in a subprocess, its stderr collected line by line for bounded waits."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], wrap: list[str] | None = None) -> None:
+        """``wrap``: a command the service runs under (unshare, say)."""
         self.lines: list[str] = []
+        command = [*(wrap or []), *edge_command("run", *args)]
         self.process = subprocess.Popen(
-            edge_command("run", *args), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -97,7 +99,7 @@ def test_run_on_the_demo_clip_publishes_the_contract(
     assert events, f"no events from a clip with faces:\n{run.log}"
     assert all(not m.retain and m.qos == 1 for m in sub.on(f"{BASE}/events"))
     for e in events:
-        assert set(e) == EVENT_KEYS
+        assert set(e) == EVENT_KEYS | ({"previous"} if e["type"] == "change" else set())
         assert e["schema"] == payloads.SCHEMA and e["device"] == DEVICE and ISO_UTC.match(e["ts"])
         assert e["type"] in ("start", "change", "end") and e["emotion"] in EMOTIONS
         assert list(e["scores"]) == list(EMOTIONS) and abs(sum(e["scores"].values()) - 1) < 0.01
@@ -109,11 +111,21 @@ def test_run_on_the_demo_clip_publishes_the_contract(
         by_track.setdefault(e["track"], []).append(e["type"])
     for track, kinds in by_track.items():
         assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("end") == 1, (track, kinds)
+    # A change says what it changed from: the emotion of the track's event before it.
+    changes = 0
+    for track in by_track:
+        story = [e for e in events if e["track"] == track]
+        for before, e in zip(story, story[1:]):
+            if e["type"] == "change":
+                assert e["previous"] == before["emotion"] != e["emotion"], (track, before, e)
+                changes += 1
+    assert changes, f"the clip's faces change expression, so there are change events: {by_track}"
 
     states = bodies(sub, "state")
     assert all(m.retain is False for m in sub.on(f"{BASE}/state"))  # live delivery; retained checked below
     for s in states:
-        assert set(s) == {"schema", "ts", "device", "faces", "emotion", "confidence", "scores"}
+        assert set(s) == {"schema", "ts", "device", "faces", "emotion", "confidence", "scores", "paused"}
+        assert s["paused"] is False
         assert s["emotion"] in (*EMOTIONS, "none") and list(s["scores"]) == list(EMOTIONS)
     assert states[0]["faces"] == 0 and states[0]["emotion"] == "none"
     assert max(s["faces"] for s in states) >= 1
@@ -124,10 +136,10 @@ def test_run_on_the_demo_clip_publishes_the_contract(
     assert set(stats["stages_ms"]) == {"capture", "detect", "classify", "track", "publish"}
     assert {"frames_dropped", "queue_depth", "events_dropped", "cpu_temperature", "uptime"} <= set(stats)
     assert re.fullmatch(r"[0-9a-f]{64}", stats["model_sha256"])
-    assert any(m.topic.startswith("homeassistant/sensor/emotion_edge_testpi/") for m in sub.messages)
+    assert any(m.topic.startswith("homeassistant/device/emotion_edge_") for m in sub.messages)
 
-    # No image leaves the device: every payload is small text.
-    assert all(len(m.payload) < 2000 for m in sub.messages)
+    # No image leaves the device: every payload is small text (discovery, a description, aside).
+    assert all(len(m.payload) < 2000 for m in sub.messages if m.topic.startswith(BASE))
 
     # Retained topics, as a subscriber arriving afterwards (Home Assistant after a restart) sees them.
     late = subscribe(broker.port, [f"{BASE}/#"])

@@ -8,17 +8,22 @@ import os
 import sys
 from pathlib import Path
 
+from training.config import TrainConfig, TrainError, changed_settings
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides progress
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.train import TrainConfig
-
     defaults = TrainConfig(data="", run_dir="")
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train (or resume) a run; the same command again continues it")
+    t = sub.add_parser(
+        "train",
+        help="train (or resume) a run; the same command again continues it",
+        description="Train into a run folder, one per experiment: the same command again continues the run "
+        "(only --epochs may grow); other settings with an existing folder are refused.",
+    )
     t.add_argument("data", help="fer2013.csv, a folder with train/ and test/ class folders, or class folders")
     t.add_argument("--run-dir", default="runs/emotion", help="run folder (default: %(default)s)")
     t.add_argument("--epochs", type=int, default=defaults.epochs, help="total epochs (default: %(default)s)")
@@ -31,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=defaults.erase,
         help="share of training faces with a random patch erased (default: %(default)s)",
+    )
+    t.add_argument(
+        "--camera",
+        type=float,
+        default=defaults.camera,
+        help="share of training faces degraded as a Pi camera would: small, blurred, dim, noisy, JPEG "
+        "(default: %(default)s)",
     )
     t.add_argument(
         "--init",
@@ -70,48 +82,57 @@ def main(argv: list[str] | None = None) -> int:
     )
     e.add_argument("--out", help="folder for the JSON, table and confusion matrix PNG")
 
+    r = sub.add_parser("robustness", help="accuracy of models under camera-like degradations of a split's faces")
+    r.add_argument("models", nargs="+", metavar="MODEL", help=".keras or .tflite models, compared side by side")
+    r.add_argument("data", help="fer2013.csv or an image folder (as for train)")
+    r.add_argument("--split", default="test", choices=["train", "test", "private"], help="(default: %(default)s)")
+    r.add_argument("--out", help="folder for robustness.json and robustness.md (e.g. models/report)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     from training.data import DataError
-    from training.train import TrainError
 
     try:
         if args.command == "train":
-            return _train(args, TrainConfig)
+            return _train(args)
+        if args.command == "robustness":
+            return _robustness(args)
         return _evaluate(args)
     except (DataError, TrainError, FileNotFoundError) as exc:
         logging.getLogger("training").error("%s", exc)
         return 1
 
 
-def _train(args: argparse.Namespace, config_class) -> int:
-    from training.train import train
-
+def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     stored = run_dir / "config.json"
+    config = TrainConfig(
+        data=args.data,
+        run_dir=str(run_dir),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        erase=args.erase,
+        camera=args.camera,
+        init=args.init,
+        widths=tuple(int(w) for w in args.widths.split(",")),
+        dense=args.dense,
+        class_weight_power=args.class_weight_power,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
     if stored.exists():
-        # A resumed run keeps the settings it started with; only its length may change.
-        config = config_class.load(stored)
-        config.epochs = args.epochs
-        config.data = args.data
-    else:
-        config = config_class(
-            data=args.data,
-            run_dir=str(run_dir),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            weight_decay=args.weight_decay,
-            optimizer=args.optimizer,
-            erase=args.erase,
-            init=args.init,
-            widths=tuple(int(w) for w in args.widths.split(",")),
-            dense=args.dense,
-            class_weight_power=args.class_weight_power,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-        )
+        changed = changed_settings(TrainConfig.load(stored), config)
+        if changed:
+            raise TrainError(
+                f"{run_dir} was started with other settings ({'; '.join(changed)}): "
+                "give a new --run-dir for a new experiment, or the run's own flags to continue it"
+            )
+    from training.train import train  # TensorFlow loads here, once the command is known to be good
+
     train(config)
     return 0
 
@@ -123,6 +144,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.report import markdown_table
 
     print(markdown_table(report), end="")
+    return 0
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    from training import robustness
+
+    result = robustness.robustness(args.models, args.data, args.split)
+    if args.out:
+        robustness.write(result, Path(args.out))
+    print(robustness.markdown(result), end="")
     return 0
 
 

@@ -27,6 +27,11 @@ CSV_USAGE = {"train": "Training", "test": "PublicTest", "private": "PrivateTest"
 TEST_FOLDER_NAMES = ("test", "val", "validation")
 
 
+def keras_input(faces: np.ndarray) -> np.ndarray:
+    """(N, 48, 48) uint8 faces as the Keras model takes them: (N, 48, 48, 1) float32 in [0, 1]."""
+    return faces[..., None].astype(np.float32) / 255.0
+
+
 class DataError(Exception):
     """Input data that cannot be used; the message names the file or folder at fault."""
 
@@ -163,7 +168,8 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         return image
     if image.dtype == np.uint16:
         return (image >> 8).astype(np.uint8)
-    return cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    low, high = float(image.min()), float(image.max())
+    return np.round((image - low) * (255.0 / max(high - low, 1e-12))).astype(np.uint8)
 
 
 def _read_csv(path: Path) -> dict[str, Split]:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import load_split
+from training.data import keras_input, load_split
 from training.report import classification_report, write_evaluation
 
 
 def predict_keras(model, images: np.ndarray) -> np.ndarray:
     """Keras model probabilities for (N, 48, 48) uint8 faces, scaled as in training."""
-    return model.predict(images[..., None].astype("float32") / 255.0, batch_size=256, verbose=0)
+    return model.predict(keras_input(images), batch_size=256, verbose=0)
 
 
 def predict_file(model_path: str | Path, images: np.ndarray) -> np.ndarray:

@@ -76,7 +76,8 @@ def plot_history(history_csvs: list[Path], path: Path) -> None:
     """Loss and accuracy per epoch, training against validation, from Keras' CSVLogger files: one
     per training stage (a run started from another run's model), earliest first, drawn end to end
     with a dotted line where a stage begins."""
-    rows, starts = [], []
+    rows: list[dict[str, str]] = []
+    starts: list[int] = []
     for history_csv in history_csvs:
         starts.append(len(rows))
         with history_csv.open(newline="") as handle:

@@ -14,67 +14,25 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from edge.vision.emotions import EMOTIONS
+from training.config import TrainConfig, TrainError
 from training.data import Dataset, load_dataset
+from training.evaluate import predict_keras
 from training.model import build_model, resize
 from training.report import classification_report, plot_history, write_evaluation
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.keras"
+BEST_CHECKPOINT = "best.keras"  # the epoch of highest validation accuracy, kept beside the last
 HISTORY = "history.csv"
 FLOAT_MODEL = "model_float.keras"
-
-
-class TrainError(Exception):
-    """A run that cannot start as configured (unknown optimiser, an init model that does not fit)."""
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    run_dir: str
-    epochs: int = 36
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    # Class weights are (mean count / class count) ** power: 0 ignores the imbalance, 1 fully
-    # inverts it. 0.5 lifts disgust's recall without sacrificing the overall accuracy.
-    class_weight_power: float = 0.5
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    dense: int = 256
-    dropout: float = 0.4
-    # "adamw" is what the shipped model's first stage used from scratch; "sgd" (Nesterov momentum),
-    # with erase=0.5, is its second stage, started from the first one's weights (+0.9 points).
-    optimizer: str = "adamw"
-    # Share of training faces that get a random patch erased, as a hand or glasses would: a
-    # regulariser against this CNN's overfitting on FER-2013 (train accuracy outruns validation).
-    erase: float = 0.0
-    # A .keras model whose weights start the run: fine-tuning the shipped model on your own faces,
-    # or a further training stage; one of other widths with as many stages is widened or pruned to
-    # --widths/--dense (model.resize).
-    # Empty: random initialisation.
-    init: str = ""
-    val_fraction: float = 0.1
-    seed: int = 0
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> TrainConfig:
-        stored = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in stored.items() if k in known}
-        values["widths"] = tuple(values.get("widths", cls.widths))
-        return cls(**values)
 
 
 def class_weights(labels: np.ndarray, power: float) -> np.ndarray:
@@ -95,15 +53,62 @@ def learning_rate(epoch: int, config: TrainConfig) -> float:
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _augmenter(erase: float):
-    """Random changes a camera makes anyway: mirror, tilt, distance, offset, light, occlusion."""
+def camera_degrade(face, probability: float):
+    """What a Pi camera and a Haar box do to a face that FER-2013's crops never show, each effect
+    with even odds on the share ``probability`` of faces: a face of 16-48 px scaled up to the
+    model's input, lens blur, dim, uneven or gamma-bent light, sensor noise and JPEG blocks.
+    ``face``: one (48, 48, 1) float32 image in [0, 1]; the result has the same shape and range."""
+    import tensorflow as tf
+
+    size = face.shape[0]
+
+    def coin(odds: float = 0.5):
+        return tf.random.uniform([]) < odds
+
+    def low_resolution(x):
+        side = tf.random.uniform([], 16, size + 1, dtype=tf.int32)
+        small = tf.image.resize(x, tf.stack([side, side]), method="area")
+        return tf.image.resize(small, [size, size], method="bilinear")
+
+    def blur(x):
+        sigma = tf.random.uniform([], 0.5, 1.5)
+        taps = tf.exp(-0.5 * (tf.range(-2.0, 3.0) / sigma) ** 2)
+        taps /= tf.reduce_sum(taps)
+        kernel = tf.reshape(taps[:, None] * taps[None, :], [5, 5, 1, 1])
+        return tf.nn.conv2d(tf.pad(x, [[2, 2], [2, 2], [0, 0]], "SYMMETRIC")[None], kernel, 1, "VALID")[0]
+
+    def light(x):
+        ramp = tf.linspace(-1.0, 1.0, size)
+        angle = tf.random.uniform([], 0.0, 6.2832)
+        gradient = tf.cos(angle) * ramp[None, :, None] + tf.sin(angle) * ramp[:, None, None]
+        gamma = tf.exp(tf.random.uniform([], -0.7, 0.7))
+        gain = tf.random.uniform([], 0.5, 1.0) * (1.0 + tf.random.uniform([], 0.0, 0.5) * gradient)
+        return gain * tf.pow(tf.maximum(x, 1e-4), gamma)
+
+    def noise(x):
+        return x + tf.random.normal(tf.shape(x), stddev=tf.random.uniform([], 0.01, 0.04))
+
+    def jpeg(x):
+        return tf.image.random_jpeg_quality(tf.clip_by_value(x, 0.0, 1.0), 15, 80)
+
+    x = face
+    for step in (low_resolution, blur, light, noise, jpeg):
+        x = tf.cond(coin(probability) & coin(), lambda step=step, x=x: step(x), lambda x=x: x)
+        x = tf.ensure_shape(x, face.shape)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def _augmenter(erase: float, camera: float):
+    """Random changes a camera makes anyway: mirror, tilt, distance, offset, light, occlusion. With the
+    camera model on, the box moves and scales as much as Haar's does between frames (about 15%)."""
     from keras import layers
 
+    jitter = 0.15 if camera > 0 else 0.1
     steps = [
         layers.RandomFlip("horizontal"),
         layers.RandomRotation(0.05, fill_mode="reflect"),
-        layers.RandomZoom(0.1, fill_mode="reflect"),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect"),
+        layers.RandomZoom(jitter, fill_mode="reflect"),
+        layers.RandomTranslation(jitter, jitter, fill_mode="reflect"),
         layers.RandomBrightness(0.15, value_range=(0.0, 1.0)),
         layers.RandomContrast(0.2),
     ]
@@ -146,18 +151,25 @@ def _datasets(dataset: Dataset, config: TrainConfig):
 
     k = len(EMOTIONS)
     weights = class_weights(dataset.train.labels, config.class_weight_power).astype("float32")
-    augment = _augmenter(config.erase)
+    augment = _augmenter(config.erase, config.camera)
 
-    def scale(images):
+    def scale(images):  # data.keras_input, as a TensorFlow op
         return tf.cast(images[..., None], tf.float32) / 255.0
 
+    train = tf.data.Dataset.from_tensor_slices((dataset.train.images, dataset.train.labels)).shuffle(
+        len(dataset.train), seed=config.seed, reshuffle_each_iteration=True
+    )
+    if config.camera > 0:
+        train = train.map(
+            lambda x, y: (camera_degrade(scale(x), config.camera), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    else:
+        train = train.map(lambda x, y: (scale(x), y))
     train = (
-        tf.data.Dataset.from_tensor_slices((dataset.train.images, dataset.train.labels))
-        .shuffle(len(dataset.train), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
+        train.batch(config.batch_size)
         .map(
             lambda x, y: (
-                tf.clip_by_value(augment(scale(x), training=True), 0.0, 1.0),
+                tf.clip_by_value(augment(x, training=True), 0.0, 1.0),
                 tf.one_hot(y, k),
                 tf.gather(weights, y),
             ),
@@ -212,6 +224,8 @@ def train(config: TrainConfig) -> dict:
     # only now: a stored config is what a rerun resumes with, so one that cannot start is not kept
     config.save(run_dir / "config.json")
     train_ds, val_ds = _datasets(dataset, config)
+    history = _history(run_dir) if done else []
+    progress = _Progress(config.epochs, history)
     if done < config.epochs:
         model.fit(
             train_ds,
@@ -222,9 +236,16 @@ def train(config: TrainConfig) -> dict:
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[
                 keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),
-                _EpochSeconds(),
+                progress,
                 keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
                 keras.callbacks.ModelCheckpoint(str(checkpoint)),
+                keras.callbacks.ModelCheckpoint(
+                    str(run_dir / BEST_CHECKPOINT),
+                    monitor="val_accuracy",
+                    mode="max",
+                    save_best_only=True,
+                    initial_value_threshold=progress.best[0] or None,
+                ),
             ],
         )
     save_float_model(model, run_dir / FLOAT_MODEL)
@@ -239,15 +260,45 @@ def save_float_model(model: keras.Model, path: Path) -> None:
     copy.save(path)
 
 
-class _EpochSeconds(keras.callbacks.Callback):
-    """Adds the epoch's wall-clock seconds to the logs, so the history CSV records the speed."""
+class _Progress(keras.callbacks.Callback):
+    """Records each epoch's wall-clock seconds in the logs (so the history CSV keeps the speed) and
+    logs one line per epoch with the best so far and when the whole run should end."""
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def __init__(self, epochs: int, history: list[dict]) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.seconds = [float(r["seconds"]) for r in history if r.get("seconds")]
+        self.best = best_epoch(history)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.start = time.monotonic()
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["seconds"] = round(time.monotonic() - self.start, 1)
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        logs["seconds"] = round(time.monotonic() - self.start, 1)
+        self.seconds.append(logs["seconds"])
+        if float(logs.get("val_accuracy", 0.0)) > self.best[0]:
+            self.best = (float(logs["val_accuracy"]), epoch + 1)
+        left = (self.epochs - epoch - 1) * float(np.mean(self.seconds[-5:]))
+        end = time.strftime("%H:%M", time.localtime(time.time() + left))
+        log.info(
+            "epoch %d/%d: %.0f s, accuracy %.2f%%, validation %.2f%% (best %.2f%% at epoch %d); %s left, done at %s",
+            epoch + 1,
+            self.epochs,
+            logs["seconds"],
+            100 * float(logs.get("accuracy", 0.0)),
+            100 * float(logs.get("val_accuracy", 0.0)),
+            100 * self.best[0],
+            self.best[1],
+            _duration(left),
+            end,
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _stages(run_dir: Path, config: TrainConfig) -> list[Path]:
@@ -268,7 +319,7 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -> dict:
-    probs = model.predict(dataset.val.images[..., None].astype("float32") / 255.0, batch_size=256, verbose=0)
+    probs = predict_keras(model, dataset.val.images)
     evaluation = classification_report(dataset.val.labels, probs.argmax(axis=1))
     write_evaluation(evaluation, run_dir, "validation", f"float model on {Path(dataset.val.origin).name}")
     stages = _stages(run_dir, config)
@@ -276,6 +327,7 @@ def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -
     stage_epochs = [len(_history(stage)) for stage in stages]
     history = _history(run_dir)
     seconds = [float(r["seconds"]) for r in history if r.get("seconds")]
+    best_accuracy, best = best_epoch(history)
     report = {
         "labels": list(EMOTIONS),
         "config": asdict(config),
@@ -294,6 +346,14 @@ def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -
         # with --init from another run: that run's epochs too, so the report says what the weights saw
         "stages": [{"run_dir": str(stage), "epochs": n} for stage, n in zip(stages, stage_epochs)],
         "total_epochs": sum(stage_epochs),
+        # The best epoch is chosen on the validation split, so its figure there is optimistic: judge it
+        # on another split (convert's gate uses the last epoch's model, model_float.keras).
+        "best_epoch": {
+            "epoch": best,
+            "val_accuracy": round(best_accuracy, 4),
+            "split": dataset.val.origin,
+            "file": BEST_CHECKPOINT,
+        },
         "seconds_per_epoch": round(float(np.mean(seconds)), 1) if seconds else None,
         "cpu_threads": os.cpu_count(),
         "parameters": int(model.count_params()),
@@ -310,6 +370,16 @@ def _write_report(model, dataset: Dataset, config: TrainConfig, run_dir: Path) -
         run_dir,
     )
     return report
+
+
+def best_epoch(history: list[dict]) -> tuple[float, int]:
+    """(highest validation accuracy, its epoch counted from 1) in a history; (0, 0) when empty. The
+    first of equals, as the best checkpoint keeps it (it is replaced only by a better epoch)."""
+    accuracies = [float(r["val_accuracy"]) for r in history]
+    if not accuracies:
+        return 0.0, 0
+    best = max(accuracies)
+    return best, accuracies.index(best) + 1
 
 
 def _joined(widths: tuple[int, ...]) -> str:

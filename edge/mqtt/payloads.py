@@ -28,12 +28,31 @@ class Topics:
     state: str
     events: str
     stats: str
-    summary: str
 
     @classmethod
     def of(cls, topic_prefix: str, device_id: str) -> Topics:
         base = f"{topic_prefix}/{device_id}"
-        return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats", "summary")))
+        return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats")))
+
+    @property
+    def summary(self) -> str:
+        """The rolling summary (retained): the room over the last ``summary.interval`` (edge.mqtt.summary)."""
+        return f"{self.base}/summary"
+
+    @property
+    def scores(self) -> str:
+        """The 7 scores alone, at a bounded rate: Home Assistant's attributes of the Emotion entity."""
+        return f"{self.base}/scores"
+
+    @property
+    def enabled(self) -> str:
+        """``ON`` or ``OFF`` (retained): whether the device is watching or paused."""
+        return f"{self.base}/enabled"
+
+    @property
+    def enabled_set(self) -> str:
+        """Where ``ON``/``OFF`` commands arrive (edge.mqtt.commands)."""
+        return f"{self.enabled}/set"
 
 
 class TrackLike(Protocol):
@@ -52,6 +71,7 @@ class EventLike(TrackLike, Protocol):
     box: tuple[int, int, int, int]
     started: float
     ts: float
+    previous: str | None  # the emotion before a change; None on start and end
 
 
 def iso_utc(wall: float) -> str:
@@ -73,8 +93,9 @@ def _scores(scores: Mapping[str, float], labels: Sequence[str]) -> dict[str, flo
 
 
 def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
-    """One track event (start/change/end); ``duration`` is seconds the face has been seen so far."""
-    return {
+    """One track event (start/change/end); ``duration`` is seconds the face has been seen so far;
+    a change says what the emotion was before in ``previous``, so it stands alone."""
+    body = {
         "schema": SCHEMA,
         "type": event.kind,
         "ts": iso_utc(wall),
@@ -86,6 +107,9 @@ def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str]) 
         "box": [int(v) for v in event.box],
         "duration": round(max(0.0, float(event.ts - event.started)), 3),
     }
+    if event.previous is not None:
+        body["previous"] = event.previous
+    return body
 
 
 def summarize(tracks: Sequence[TrackLike], labels: Sequence[str]) -> tuple[str, float, dict[str, float]]:
@@ -105,8 +129,11 @@ def summarize(tracks: Sequence[TrackLike], labels: Sequence[str]) -> tuple[str, 
     return emotion, total / count, mean
 
 
-def state(tracks: Sequence[TrackLike], *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
-    """The retained summary a subscriber (or Home Assistant) reads first."""
+def state(
+    tracks: Sequence[TrackLike], *, device: str, wall: float, labels: Sequence[str], paused: bool = False
+) -> dict[str, Any]:
+    """The retained summary a subscriber (or Home Assistant) reads first; ``paused`` says the camera
+    is switched off (edge.mqtt.commands), so "no face" means "not looking", not "nobody there"."""
     emotion, confidence, scores = summarize(tracks, labels)
     return {
         "schema": SCHEMA,
@@ -116,15 +143,21 @@ def state(tracks: Sequence[TrackLike], *, device: str, wall: float, labels: Sequ
         "emotion": emotion,
         "confidence": _prob(confidence),
         "scores": _scores(scores, labels),
+        "paused": paused,
     }
 
 
-def state_key(body: Mapping[str, Any]) -> tuple[int, str]:
-    """What counts as a change of state: a new number of faces or a new dominant emotion.
+def scores(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The state's scores alone, for the ``…/scores`` topic."""
+    return {key: body[key] for key in ("schema", "ts", "device", "faces", "scores")}
+
+
+def state_key(body: Mapping[str, Any]) -> tuple[int, str, bool]:
+    """What counts as a change of state: a new number of faces, a new dominant emotion, a pause.
 
     Scores move every frame; re-sending a retained message for each would flood the broker.
     """
-    return body["faces"], body["emotion"]
+    return body["faces"], body["emotion"], body["paused"]
 
 
 @dataclass

@@ -99,7 +99,8 @@ class _Printer:
     def close(self) -> None:
         """Clear the demo device's retained topics so the broker keeps nothing of a demo."""
         self.client.unsubscribe(f"{self.topics.base}/#")
-        for topic in (self.topics.availability, self.topics.state, self.topics.stats, self.topics.summary):
+        t = self.topics
+        for topic in (t.availability, t.state, t.stats, t.scores, t.enabled, t.summary):
             self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
@@ -118,7 +119,7 @@ def run(config: Config, max_frames: int | None = None) -> int:
             log.info("demo: %s -> %s:%d, printing what a subscriber of %s/# receives",
                      config.source.spec, config.mqtt.host, config.mqtt.port, topics.base)  # fmt: skip
             try:
-                code = serve(config, max_frames)
+                code = serve(config, max_frames, discovery=False)
                 printer.offline.wait(3)
             finally:
                 printer.close()

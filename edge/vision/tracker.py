@@ -48,6 +48,7 @@ class TrackEvent:
     box: Box
     started: float
     ts: float  # an END found by update() is dated the last sighting, so ts - started is how long the face was there
+    previous: str | None = None  # CHANGE only: the emotion before it
 
     @property
     def duration(self) -> float:
@@ -178,10 +179,11 @@ class FaceTracker:
         top = int(track.smoothed.argmax())
         current = self.labels.index(track.emotion)
         changed = top != current and track.smoothed[top] - track.smoothed[current] > self.hysteresis
+        previous = track.emotion
         if changed:
             track.emotion = self.labels[top]
         self._refresh(track)
-        return self._event(CHANGE, track, ts) if changed else None
+        return self._event(CHANGE, track, ts, previous) if changed else None
 
     def _refresh(self, track: Track) -> None:
         track.scores = {label: round(float(p), 4) for label, p in zip(self.labels, track.smoothed)}
@@ -192,7 +194,7 @@ class FaceTracker:
         return self._event(END, track, ts)
 
     @staticmethod
-    def _event(kind: str, track: Track, ts: float) -> TrackEvent:
+    def _event(kind: str, track: Track, ts: float, previous: str | None = None) -> TrackEvent:
         return TrackEvent(
-            kind, track.id, track.emotion, track.confidence, dict(track.scores), track.box, track.started, ts
+            kind, track.id, track.emotion, track.confidence, dict(track.scores), track.box, track.started, ts, previous
         )

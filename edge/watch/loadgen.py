@@ -35,6 +35,7 @@ class FakeEvent:
     box: tuple[int, int, int, int]
     started: float
     ts: float
+    previous: str | None  # the emotion before a change
 
 
 def device_events(device: str, count: int, rng: random.Random, start: float) -> list[dict[str, Any]]:
@@ -45,12 +46,16 @@ def device_events(device: str, count: int, rng: random.Random, start: float) -> 
         track += 1
         started = t
         length = min(rng.randint(2, 6), count - len(bodies))
+        previous: str | None = None
         for i in range(length):
             kind = "start" if i == 0 else "end" if i == length - 1 else "change"
-            emotion = rng.choice(EMOTIONS)
+            # a change is to another emotion; an end keeps the visit's last one
+            emotion = previous if kind == "end" and previous else rng.choice([e for e in EMOTIONS if e != previous])
             raw = [rng.random() for _ in EMOTIONS]
             scores = {label: p / sum(raw) for label, p in zip(EMOTIONS, raw)}
-            event = FakeEvent(kind, track, emotion, scores[emotion], scores, (10, 20, 100, 100), started, t)
+            before = previous if kind == "change" else None
+            event = FakeEvent(kind, track, emotion, scores[emotion], scores, (10, 20, 100, 100), started, t, before)
+            previous = emotion
             body = payloads.event(event, device=device, wall=t, labels=EMOTIONS)
             body.update(run=run, seq=len(bodies) + 1)
             bodies.append(body)

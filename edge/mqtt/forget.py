@@ -1,0 +1,81 @@
+"""``emotion-edge forget``: clear every retained message this device left on the broker.
+
+Run by ``setup.sh --uninstall`` after the service has stopped. Retained messages outlive their
+publisher, so without this a removed Pi would stay in Home Assistant (its discovery) and in every
+dashboard (its last state, ``offline``) for ever. It subscribes to ``<prefix>/<device>/#`` to find
+what is there, whatever the version that left it, then clears those topics, the discovery topic and
+the older per-entity discovery topics with empty retained payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from edge.config import Config
+from edge.mqtt.discovery import discovery_topic, legacy_topics
+from edge.mqtt.payloads import Topics
+from edge.mqtt.publisher import make_client
+
+log = logging.getLogger(__name__)
+
+SETTLE = 1.0  # seconds after the subscription is granted for the broker to send what it retains
+
+
+class ForgetError(RuntimeError):
+    """The broker could not be reached or refused us; the message names it."""
+
+
+def forget(config: Config, timeout: float = 10.0) -> list[str]:
+    """Clear the device's retained topics; returns the topics cleared. Raises ForgetError."""
+    c = config.mqtt
+    base = Topics.of(c.topic_prefix, c.device_id).base
+    found: set[str] = set()
+    subscribed = threading.Event()
+    connected = threading.Event()
+    refusal: list[str] = []
+    client = make_client(c, f"emotion-edge-forget-{secrets.token_hex(3)}")
+
+    def on_connect(client: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+        if reason.is_failure:
+            refusal.append(str(reason))
+        else:
+            client.subscribe(f"{base}/#", qos=1)
+        connected.set()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain and msg.payload:
+            found.add(msg.topic)
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = on_message
+    try:
+        client.connect(c.host, c.port, keepalive=c.keepalive)
+    except OSError as exc:
+        raise ForgetError(f"MQTT: cannot reach the broker {c.host}:{c.port} ({exc})") from None
+    client.loop_start()
+    try:
+        if not connected.wait(timeout) or refusal:
+            reason = ", ".join(refusal) or f"no answer in {timeout:g} s"
+            raise ForgetError(f"MQTT: broker {c.host}:{c.port} refused the connection: {reason}")
+        if not subscribed.wait(timeout):
+            raise ForgetError(f"MQTT: broker {c.host}:{c.port} did not grant the subscription to {base}/#")
+        time.sleep(SETTLE)
+        topics = [*sorted(found), discovery_topic(config), *legacy_topics(config)]
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in topics]
+        deadline = time.monotonic() + timeout
+        while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not all(i.is_published() for i in infos):
+            raise ForgetError(f"MQTT: broker {c.host}:{c.port} did not confirm the clearing in {timeout:g} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    for topic in topics:
+        log.info("cleared %s", topic)
+    return topics

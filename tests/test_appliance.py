@@ -1,0 +1,164 @@
+"""The Pi as a home appliance, end to end with real services and a real mosquitto: two untouched Pis
+do not collide, the pause switch releases the camera and survives a restart, forget leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import Broker, Subscriber, edge_command, free_port, wait_until
+from test_service import ServiceProcess
+
+from edge.tools.demo import DEMO_CLIP
+
+PREFIX = "emotion-edge"
+
+
+@pytest.fixture
+def run_service(edge_env: dict[str, str]) -> Iterator[Callable[..., ServiceProcess]]:
+    """``run_service(port, *flags, env=…, hostname=…)``: the service as a subprocess, killed at teardown;
+    with ``hostname`` it runs in its own UTS namespace under that name (root only)."""
+    started: list[ServiceProcess] = []
+
+    def start(port: int, *args: str, env: dict[str, str] | None = None, hostname: str | None = None) -> ServiceProcess:
+        flags = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), *args]
+        wrap: list[str] = []
+        if hostname is not None:
+            if os.geteuid() != 0 or not shutil.which("unshare"):
+                pytest.skip("needs root and unshare for a hostname of its own")
+            wrap = ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh"]
+        started.append(ServiceProcess(flags, {**edge_env, **(env or {})}, wrap=wrap))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.kill()
+
+
+def machine_id_file(tmp_path: Path, name: str, digits: str) -> dict[str, str]:
+    path = tmp_path / name
+    path.write_text(digits * (32 // len(digits)) + "\n")
+    return {"EMOTION_EDGE_MACHINE_ID_FILE": str(path)}
+
+
+def test_two_untouched_pis_publish_on_different_topics_and_unique_ids(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], run_service
+) -> None:
+    """Both called raspberrypi, as every Raspberry Pi OS image is; only their machine ids differ."""
+    sub = subscribe(broker.port, [f"{PREFIX}/#", "homeassistant/#"])
+    for name, digits in (("one", "0123456789abcdef"), ("two", "fedcba9876543210")):
+        env = machine_id_file(tmp_path, name, digits)
+        run = run_service(
+            broker.port, "--source", str(DEMO_CLIP), "--max-frames", "20", env=env, hostname="raspberrypi"
+        )
+        assert run.wait() == 0, run.log
+    devices = {m.topic.split("/")[1] for m in sub.messages if m.topic.startswith(PREFIX)}
+    assert len(devices) == 2 and all(d.startswith("raspberrypi-") for d in devices), devices
+    discoveries = [json.loads(m.payload) for m in sub.messages if m.topic.startswith("homeassistant/device/")]
+    assert len({d["device"]["identifiers"][0] for d in discoveries}) == 2
+    one, two = ({c["unique_id"] for c in d["components"].values()} for d in discoveries)
+    assert len(one) == len(two) == 11 and not one & two
+    assert {d["device"]["name"] for d in discoveries} == devices
+
+
+def test_renaming_the_device_keeps_its_home_assistant_ids(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], run_service
+) -> None:
+    sub = subscribe(broker.port, ["homeassistant/#"])
+    env = machine_id_file(tmp_path, "id", "0123456789abcdef")
+    for device in ("kitchen", "hallway"):
+        run = run_service(broker.port, "--source", str(DEMO_CLIP), "--max-frames", "5", "--device-id", device, env=env)
+        assert run.wait() == 0, run.log
+    bodies = [(m.topic, json.loads(m.payload)) for m in sub.messages if m.topic.startswith("homeassistant/device/")]
+    assert len({topic for topic, _ in bodies}) == 1, "one discovery topic, updated in place"
+    assert [b["device"]["name"] for _, b in bodies] == ["kitchen", "hallway"]
+    assert bodies[0][1]["components"]["emotion"]["unique_id"] == bodies[1][1]["components"]["emotion"]["unique_id"]
+    assert bodies[1][1]["components"]["emotion"]["state_topic"] == f"{PREFIX}/hallway/state"
+
+
+def send(sub: Subscriber, topic: str, payload: str) -> None:
+    sub.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+
+def test_the_switch_pauses_and_resumes_a_running_service_and_the_state_survives_a_restart(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], run_service
+) -> None:
+    base = f"{PREFIX}/testpi"
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    env = {"STATE_DIRECTORY": str(state_dir)}
+    flags = ("--source", str(DEMO_CLIP), "--loop", "--device-id", "testpi")
+    sub = subscribe(broker.port, [f"{base}/#"])
+    run = run_service(broker.port, *flags, env=env)
+    run.wait_for_log("ready in")
+    sub.wait_for(f"{base}/enabled", lambda m: m.text == "ON")
+    sub.wait_for(f"{base}/events", lambda m: json.loads(m.payload)["type"] == "start")
+
+    # Bad payloads: ignored, and said once, not once per message.
+    for payload in ("maybe", "maybe", "rm -rf /", "\x1b[2J"):
+        send(sub, f"{base}/enabled/set", payload)
+    send(sub, f"{base}/enabled/set", "OFF")
+    sub.wait_for(f"{base}/enabled", lambda m: m.text == "OFF" and m.retain is False)
+    paused = sub.wait_for(f"{base}/state", lambda m: json.loads(m.payload)["paused"])
+    assert json.loads(paused.payload)["faces"] == 0
+    run.wait_for_log("paused: camera released")
+    assert run.log.count("ignoring") == 1, run.log
+    live = {e["track"] for e in map(json.loads, (m.payload for m in sub.on(f"{base}/events")))}
+    ended = {e["track"] for e in map(json.loads, (m.payload for m in sub.on(f"{base}/events"))) if e["type"] == "end"}
+    assert live == ended, "pausing ends every live track"
+    assert (state_dir / "enabled").read_text().strip() == "OFF"
+    events_while_paused = len(sub.on(f"{base}/events"))
+    time.sleep(1.5)  # a second and a half of a 15 fps clip: nothing may be read, so nothing happens
+    assert len(sub.on(f"{base}/events")) == events_while_paused
+
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0, run.log
+    again = run_service(broker.port, *flags, env=env)
+    again.wait_for_log("paused (the camera stays closed")
+    late = subscribe(broker.port, [f"{base}/enabled", f"{base}/state"])
+    assert late.wait_for(f"{base}/enabled").text == "OFF"
+    late.wait_for(f"{base}/state", lambda m: json.loads(m.payload)["paused"])
+    time.sleep(1.0)
+    assert len(sub.on(f"{base}/events")) == events_while_paused, "a service started paused reads no frame"
+
+    send(sub, f"{base}/enabled/set", "on")  # any case
+    sub.wait_for(f"{base}/enabled", lambda m: m.text == "ON" and not m.retain)
+    again.wait_for_log("resumed: watching")
+    wait_until(lambda: len(sub.on(f"{base}/events")) > events_while_paused, 20, "events after resuming")
+    assert (state_dir / "enabled").read_text().strip() == "ON"
+
+
+def test_forget_leaves_no_retained_topic_of_the_device(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], run_service, edge_env: dict[str, str]
+) -> None:
+    base = f"{PREFIX}/testpi"
+    run = run_service(broker.port, "--source", str(DEMO_CLIP), "--max-frames", "30", "--device-id", "testpi")
+    assert run.wait() == 0, run.log
+    before = subscribe(broker.port, ["#"])
+    wait_until(lambda: any(m.topic.startswith("homeassistant/device/") for m in before.messages), 10, "discovery")
+    assert {f"{base}/availability", f"{base}/state", f"{base}/stats", f"{base}/enabled"} <= {
+        m.topic for m in before.messages if m.retain
+    }
+    config = tmp_path / "forget.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ndevice_id = "testpi"\n')
+    done = subprocess.run(edge_command("forget", "--config", str(config)), env=edge_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    after = subscribe(broker.port, ["#"])
+    time.sleep(1.0)  # a fresh subscriber receives every retained message at once
+    assert [m.topic for m in after.messages if m.retain] == []
+
+
+def test_forget_without_a_broker_says_so_in_one_line(tmp_path: Path, edge_env: dict[str, str]) -> None:
+    config = tmp_path / "forget.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\ndevice_id = "testpi"\n')
+    done = subprocess.run(edge_command("forget", "--config", str(config)), env=edge_env, capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot reach the broker 127.0.0.1" in lines[0], done.stderr
