@@ -98,6 +98,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from edge import report
 
+    if args.jsonl and (args.since or args.device or args.group_by != "device"):
+        log.error("report: --since, --device and --group-by apply to --db; a recording's rows are its faces")
+        return 2
     try:
         if args.jsonl:
             records, fps = report.read_jsonl(args.jsonl)

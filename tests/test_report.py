@@ -136,6 +136,10 @@ def test_report_names_a_bad_input_in_one_line(edge_env, tmp_path):
         done = subprocess.run(edge_command("report", *args, "-o", str(tmp_path / "r.html")), env=edge_env,
                               cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert done.returncode == 1 and text in done.stderr and "Traceback" not in done.stderr, done.stderr
+    mixed = subprocess.run(edge_command("report", "--jsonl", str(FIXTURES / "fleet.jsonl"), "--since", "1h", "-o",
+                                        str(tmp_path / "r.html")), env=edge_env, cwd=REPO, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert mixed.returncode == 2 and "apply to --db" in mixed.stderr
     assert "a report is .html or .png" in subprocess.run(
         edge_command("report", "--db", str(FLEET_DB), "-o", str(tmp_path / "r.pdf")),
         env=edge_env, cwd=REPO, capture_output=True, text=True, timeout=60,
