@@ -9,6 +9,7 @@ the queue and exits within two seconds, as systemd expects of a unit it is stopp
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import threading
 import time
@@ -19,10 +20,11 @@ from edge import __version__
 from edge.config import Config
 from edge.mqtt import payloads
 from edge.mqtt.discovery import Discovery
-from edge.mqtt.payloads import Topics
-from edge.mqtt.publisher import MqttPublisher, spool_path
+from edge.mqtt.payloads import OFFLINE, ONLINE, Topics
+from edge.mqtt.publisher import MqttPublisher, outbox_path
 from edge.pipeline import FrameResult, Pipeline
 from edge.sources import LatestFrameReader, open_source
+from edge.sources.reader import RUNNING
 from edge.systemd import Watchdog, notify
 from edge.vision.tracker import Track, TrackEvent
 
@@ -83,6 +85,9 @@ class Service:
         self._state_sent = 0.0
         self._stats_sent = 0.0
         self._started = 0.0
+        self._camera = ""  # the retained camera status last published
+        self.run_id = secrets.token_hex(6)  # names this run's events, with their seq, for consumers' de-duplication
+        self._seq = 0
         self.ready = threading.Event()
 
     def stop(self) -> None:
@@ -94,7 +99,7 @@ class Service:
         self._started = time.monotonic()
         c = self.config
         self.pipeline = Pipeline.from_config(c)
-        self.publisher = MqttPublisher(c.mqtt, self.topics.availability, spool_path(c.mqtt))
+        self.publisher = MqttPublisher(c.mqtt, self.topics.availability, outbox_path(c.mqtt))
         s = c.source
         opener = lambda: open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)  # noqa: E731
         self.reader = LatestFrameReader(opener)  # opens the source: the last thing that may refuse to start
@@ -135,6 +140,10 @@ class Service:
             elif self.reader.ended:
                 log.info("%s: end of source after %d frames", self.reader.name, self._frames)
                 return
+            elif self.reader.live:  # no frame from a camera: the clock ends its tracks, not the next frame
+                self._publish_events(self.pipeline.tracker.expire(time.monotonic()), time.monotonic())
+                self._publish_state()
+            self._publish_camera()
             now = time.monotonic()
             if now - self._state_sent >= self.config.mqtt.heartbeat:
                 self._publish_state(force=True)
@@ -153,6 +162,7 @@ class Service:
         self.reader.close(timeout=0.3)
         self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
         self._publish_state()
+        self._publish_camera()
         self._publish_stats()
         self.publisher.stop(timeout=STOP_BUDGET)
         log.info("stopped after %d frames", self._frames)
@@ -164,9 +174,11 @@ class Service:
             # Event times are source times (file position or monotonic); date them by how long before
             # the current frame they happened, on the wall clock subscribers share.
             wall = now - max(0.0, frame_ts - event.ts)
-            body = payloads.event(event, device=self.device, wall=wall, labels=labels)
+            self._seq += 1
+            body = payloads.event(event, device=self.device, wall=wall, labels=labels, run=self.run_id, seq=self._seq)
             self.publisher.publish(self.topics.events, payloads.encode(body))
-            log.debug("event %s track %d %s %.2f", event.kind, event.track, event.emotion, event.confidence)
+            log.debug("event %s track %d %s %.2f id %s/%d", event.kind, event.track, event.emotion, event.confidence,
+                      self.run_id, self._seq)  # fmt: skip
 
     def _publish_state(self, *, force: bool = False) -> None:
         """Retained state on a change of faces or dominant emotion, and at the heartbeat."""
@@ -177,6 +189,13 @@ class Service:
             self.publisher.publish(self.topics.state, payloads.encode(body), retain=True)
             self._state_key = key
             self._state_sent = time.monotonic()
+
+    def _publish_camera(self) -> None:
+        """Retained ``camera``: online while the source delivers, offline while it is being reopened or has ended."""
+        status = ONLINE if self.reader.state == RUNNING else OFFLINE
+        if status != self._camera:
+            self.publisher.publish(self.topics.camera, status, retain=True)
+            self._camera = status
 
     def _publish_stats(self) -> None:
         now = time.monotonic()
@@ -189,6 +208,9 @@ class Service:
             faces=len(self.pipeline.tracker.tracks),
             queue_depth=self.publisher.queue_depth,
             events_dropped=self.publisher.events_dropped,
+            mqtt_reconnects=self.publisher.reconnects,
+            source_state=self.reader.state,
+            source_reconnects=self.reader.reconnects,
             cpu_temperature=cpu_temperature(),
             uptime=now - self._started,
             model_sha256=self.pipeline.classifier.sha256,

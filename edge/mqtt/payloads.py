@@ -28,11 +28,12 @@ class Topics:
     state: str
     events: str
     stats: str
+    camera: str  # retained online/offline: whether frames are coming, as opposed to whether the device is up
 
     @classmethod
     def of(cls, topic_prefix: str, device_id: str) -> Topics:
         base = f"{topic_prefix}/{device_id}"
-        return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats")))
+        return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats", "camera")))
 
 
 class TrackLike(Protocol):
@@ -71,8 +72,13 @@ def _scores(scores: Mapping[str, float], labels: Sequence[str]) -> dict[str, flo
     return {label: _prob(scores.get(label, 0.0)) for label in labels}
 
 
-def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
-    """One track event (start/change/end); ``duration`` is seconds the face has been seen so far."""
+def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str], run: str, seq: int) -> dict[str, Any]:
+    """One track event (start/change/end); ``duration`` is seconds the face has been seen so far.
+
+    ``run`` (random, new at every start) and ``seq`` (1, 2, 3 … within the run) name the event, because
+    delivery is at least once: after a lost connection the outbox sends again what the broker had not
+    acknowledged, and a consumer drops what it has already seen by (``run``, ``seq``).
+    """
     return {
         "schema": SCHEMA,
         "type": event.kind,
@@ -84,6 +90,8 @@ def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str]) 
         "scores": _scores(event.scores, labels),
         "box": [int(v) for v in event.box],
         "duration": round(max(0.0, float(event.ts - event.started)), 3),
+        "run": run,
+        "seq": seq,
     }
 
 
@@ -137,6 +145,9 @@ class Stats:
     faces: int
     queue_depth: int
     events_dropped: int
+    mqtt_reconnects: int
+    source_state: str
+    source_reconnects: int
     cpu_temperature: float | None
     uptime: float
     model_sha256: str
@@ -158,6 +169,9 @@ def stats(s: Stats, *, device: str, wall: float) -> dict[str, Any]:
         "faces": s.faces,
         "queue_depth": s.queue_depth,
         "events_dropped": s.events_dropped,
+        "mqtt_reconnects": s.mqtt_reconnects,
+        "source_state": s.source_state,
+        "source_reconnects": s.source_reconnects,
         "cpu_temperature": None if s.cpu_temperature is None else round(s.cpu_temperature, 1),
         "model_sha256": s.model_sha256,
         "backend": s.backend,
