@@ -1,14 +1,15 @@
 """The publisher: the service's only way out to the network (publish / subscribe / stop).
 
 Shaped like Frigate's Communicator (the ``Publisher`` protocol) so another transport could stand in.
-The MQTT one is built for a Pi that boots before its broker, loses Wi-Fi, or outlives a broker restart. It is the one sender of
-record: events wait in the durable outbox (edge.mqtt.outbox) and one sender thread hands them to
-paho in order, a few at a time, while connected; whatever paho had in flight when a connection
-died is dropped from paho's store and sent again from the outbox, oldest first, so a track's
-events reach the broker in order even across re-sends (at least once: a consumer drops duplicates
-by the events' ``run`` and ``seq``). Retained topics keep only their latest value until the broker
-has it. Reconnection is paho's, with our own capped, jittered delay, so a broker back from a
-restart is found within ``mqtt.reconnect_max`` seconds and a fleet of Pis does not knock in step.
+The MQTT one is built for a Pi that boots before its broker, loses Wi-Fi, or outlives a broker
+restart. It is the one sender of record: events wait in the durable outbox (edge.mqtt.outbox) and
+one sender thread hands them to paho in order, a few at a time, while connected; whatever paho had
+in flight when a connection died is dropped from paho's store and sent again from the outbox,
+oldest first, so a track's events reach the broker in order even across re-sends (at least once:
+a consumer drops duplicates by the events' ``run`` and ``seq``). Retained topics keep only their
+latest value until the broker has it. Reconnection is paho's, with our own capped, jittered delay,
+so a broker back from a restart is found within ``mqtt.reconnect_max`` seconds and a fleet of Pis
+does not knock in step.
 """
 
 from __future__ import annotations
@@ -282,7 +283,8 @@ class MqttPublisher:
         c = self._config
         backlog = self.outbox.depth
         outage = f" after {time.monotonic() - self._outage_since:.1f} s away" if self._outage_since else ""
-        log.info("MQTT: connected to %s:%d%s%s", c.host, c.port, outage, f"; sending {backlog} queued events" if backlog else "")  # fmt: skip
+        queued = f"; sending {backlog} queued events" if backlog else ""
+        log.info("MQTT: connected to %s:%d%s%s", c.host, c.port, outage, queued)
         if self.connected_once.is_set():
             self.reconnects += 1
         self._outage_logged = False
@@ -293,8 +295,10 @@ class MqttPublisher:
         for topic in self._subscriptions:
             client.subscribe(topic, qos=c.qos)
         with self._cond:
-            if not self._stopped:
-                self._retained[self._availability] = _Retained(self._availability, ONLINE, c.qos)
+            if not self._stopped:  # "online" first, before what was retained while away
+                online = _Retained(self._availability, ONLINE, c.qos)
+                others = {t: m for t, m in self._retained.items() if t != self._availability}
+                self._retained = {self._availability: online, **others}
             self._connected = True
             self._cond.notify_all()
         for hook in self._connect_hooks:

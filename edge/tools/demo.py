@@ -99,7 +99,7 @@ class _Printer:
     def close(self) -> None:
         """Clear the demo device's retained topics so the broker keeps nothing of a demo."""
         self.client.unsubscribe(f"{self.topics.base}/#")
-        for topic in (self.topics.availability, self.topics.state, self.topics.stats):
+        for topic in (self.topics.availability, self.topics.state, self.topics.stats, self.topics.camera):
             self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
