@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from helpers import DEVICE, Broker, ServiceProcess, Subscriber, wait_until
+from helpers import DEVICE, Broker, ServiceProcess, Subscriber, free_port, wait_until
 
 from edge.tools.demo import DEMO_CLIP
 
@@ -338,9 +338,7 @@ class MjpegCamera:
 
 
 def test_camera_stream_gone_ends_tracks_by_the_clock_and_says_offline_then_online(chaos) -> None:
-    from helpers import free_port
-
-    broker, sub, start = chaos
+    _broker, sub, start = chaos
     camera = MjpegCamera(free_port()).start()
     try:
         run = start("--source", camera.url)

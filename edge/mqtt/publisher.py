@@ -59,12 +59,14 @@ class _Retained:
 
 
 class _PahoNoise(logging.Filter):
-    """paho logs "Client is not connected … MQTT_CS_CONNECTING" at ERROR on every reconnect attempt
-    and "… MQTT_CS_DISCONNECTED" after our own disconnect; the publisher says once per outage what
-    happened, so these lines would only repeat it."""
+    """paho logs at ERROR what the publisher already says once per outage: "Client is not connected …
+    MQTT_CS_CONNECTING" on every reconnection attempt (and "… MQTT_CS_DISCONNECTED" after our own
+    disconnect), "failed to receive on socket" when the broker goes; repeating them would only alarm."""
+
+    REPEATS = ("Client is not connected", "failed to receive on socket")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Client is not connected")
+        return not record.getMessage().startswith(self.REPEATS)
 
 
 _paho_log = log.getChild("paho")
