@@ -1,9 +1,11 @@
 """The service: frames from the source through the pipeline, out to MQTT, until told to stop.
 
-It outlives everything that can go away on a Pi (the broker: the publisher queues and reconnects;
-the camera: the reader reopens it) and stops only at the end of a file, after ``max_frames``, or on
-SIGTERM/SIGINT, when it ends every live track, publishes the final state and ``offline``, flushes
-the queue and exits within two seconds, as systemd expects of a unit it is stopping.
+It outlives everything that can go away on a Pi (the broker: the publisher's outbox keeps every event
+until the broker has it, and reconnects; the camera: the reader reopens it, while the clock ends its
+tracks and the retained ``camera`` topic says it is offline) and stops only at the end of a file,
+after ``max_frames``, on a file that cannot be read on (an error), or on SIGTERM/SIGINT, when it ends
+every live track, publishes the final state and ``offline``, sends what it can and exits within two
+seconds, as systemd expects of a unit it is stopping.
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ class Service:
                 log.info("%s: end of source after %d frames", self.reader.name, self._frames)
                 return
             elif self.reader.live:  # no frame from a camera: the clock ends its tracks, not the next frame
-                self._publish_events(self.pipeline.tracker.expire(time.monotonic()), time.monotonic())
+                clock = time.monotonic()  # a live source's frame time
+                self._publish_events(self.pipeline.tracker.expire(clock), clock)
                 self._publish_state()
             self._publish_camera()
             now = time.monotonic()
