@@ -317,8 +317,9 @@ class MqttPublisher:
             self._outage_since = self._outage_since or time.monotonic()
 
     def _on_disconnect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        """A connection lost, or an attempt that never became one (refused, no CONNACK from a frozen broker)."""
         with self._cond:
-            self._connected = False
+            was_connected, self._connected = self._connected, False
             self._connection += 1
             self._mids.clear()
             self._early.clear()
@@ -326,9 +327,9 @@ class MqttPublisher:
                 retained.sent = False
             self.outbox.rewind()
             self._cond.notify_all()
-        if self._stopped:
-            return
         self._set_retry_delay(client)
+        if self._stopped or not was_connected:
+            return
         self._outage_since = time.monotonic()
         log.warning("MQTT: connection to the broker lost (%s); reconnecting, events kept in the outbox", reason)
         self._outage_logged = True
