@@ -132,7 +132,8 @@ def test_broker_killed_and_restarted_loses_nothing_and_is_found_within_5_s(chaos
     sub.wait_for(f"{BASE}/events", timeout=30)
     broker.stop()  # SIGTERM to its pid: mosquitto saves the durable session and exits
     down = run.wait_for_line("connection to the broker lost", timeout=10)
-    time.sleep(3)  # events made while no broker listens
+    during = lambda: [e for e in made(run) if e.at > down]  # noqa: E731
+    wait_until(lambda: len(during()) >= 3, 20, "events made while no broker listens")
     broker.start()
     back = time.monotonic()
     reconnected = run.wait_for_line("MQTT: connected", after=down, timeout=15)
@@ -141,7 +142,6 @@ def test_broker_killed_and_restarted_loses_nothing_and_is_found_within_5_s(chaos
     time.sleep(1)
     stop(run)
     events = made(run)
-    assert len([e for e in events if down < e.at < back]) > 5, "events were made during the outage"
     wait_delivered(sub, events)
     assert_delivered(events, received(sub))
     assert run.log.count("connection to the broker lost") == 1, "one line per outage"
@@ -199,8 +199,8 @@ def test_power_cut_during_an_outage_loses_at_most_sync_interval_of_events(chaos)
     first = start()
     sub.wait_for(f"{BASE}/events", timeout=30)
     broker.stop()
-    first.wait_for_line("connection to the broker lost", timeout=10)
-    time.sleep(3)
+    down = first.wait_for_line("connection to the broker lost", timeout=10)
+    wait_until(lambda: len([e for e in made(first) if e.at > down + 1]) >= 3, 20, "events journaled in the outage")
     first.process.send_signal(signal.SIGKILL)  # no goodbye, no final write: what the journal has is all
     cut = time.monotonic()
     first.wait()
