@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     service_flags(run)
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a config file without starting")
+    check = sub.add_parser("check-config", help="validate a config file (and load its model) without starting")
     check.add_argument("file", nargs="?", metavar="FILE", help="default: the file `run` would read")
     check.add_argument("--show", action="store_true", help="print the effective settings as TOML")
     _add_log_level(check)
