@@ -182,7 +182,7 @@ class MqttPublisher:
         """Deliver messages on ``topic`` (filters allowed) to ``callback(topic, payload)`` in paho's thread;
         renewed on every reconnection because the session is clean."""
         self._subscriptions[topic] = callback
-        self._client.message_callback_add(topic, lambda _c, _u, msg: callback(msg.topic, msg.payload))
+        self._client.message_callback_add(topic, lambda _c, _u, msg: callback(msg.topic, bytes(msg.payload)))
         if self._connected:
             self._client.subscribe(topic, qos=self._config.qos)
 
