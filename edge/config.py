@@ -166,11 +166,11 @@ class MqttConfig:
     )
     device_id: str = setting("", pattern=_TOPIC_LEVEL, doc="topic level naming this device; empty = the hostname")
     queue_size: int = setting(
-        100_000,
+        20_000,
         lo=1,
         hi=10_000_000,
-        doc="events the outbox keeps while the broker has not acknowledged them; beyond it the oldest are "
-        "dropped and counted in stats `events_dropped`",
+        doc="events the outbox keeps while the broker has not acknowledged them (about 0.7 kB of memory "
+        "each); beyond it the oldest are dropped and counted in stats `events_dropped`",
     )
     outbox_max_age: float = setting(
         86400.0, lo=1, hi=31_536_000, doc="seconds an unacknowledged event is kept before it is dropped and counted"

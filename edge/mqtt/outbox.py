@@ -67,6 +67,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._entries: dict[int, Entry] = {}  # unacknowledged, oldest first
         self._unsent: deque[int] = deque()  # ids to hand to MQTT next; stale ids are skipped lazily
+        self._unwritten: list[int] = []  # ids appended since the last sync; stale ids are skipped
         self._to_delete: set[int] = set()
         self._next_id = 1
         self._dropping = False
@@ -96,6 +97,7 @@ class Outbox:
             self._next_id += 1
             self._entries[entry.id] = entry
             self._unsent.append(entry.id)
+            self._unwritten.append(entry.id)
 
     def take(self) -> Entry | None:
         """The oldest event not yet handed to MQTT on this connection, or None."""
@@ -126,10 +128,10 @@ class Outbox:
             return
         with self._lock:
             self._expire(time.time())
-            new = [e for e in self._entries.values() if not e.on_disk]
+            new = [e for i in self._unwritten if (e := self._entries.get(i)) is not None]
             for entry in new:
                 entry.on_disk = True
-            gone, self._to_delete = self._to_delete, set()
+            gone, self._to_delete, self._unwritten = self._to_delete, set(), []
         if not new and not gone:
             return
         try:
@@ -143,6 +145,7 @@ class Outbox:
             with self._lock:
                 for entry in new:
                     entry.on_disk = False
+                self._unwritten[:0] = [e.id for e in new]  # first at the next attempt, still in order
                 self._to_delete |= gone
             if str(exc) != self._disk_failed:
                 log.error("MQTT outbox %s: cannot write (%s); events kept in memory meanwhile", self.path, exc)
