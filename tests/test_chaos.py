@@ -10,9 +10,11 @@ track's events in order (start, changes, end) once duplicates are dropped by (ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -243,40 +245,54 @@ def test_outbox_bound_exceeded_on_purpose_drops_the_oldest_and_says_so(chaos) ->
     assert run.log.count("dropping the oldest events") == 1, "said once per overflow"
 
 
-def tmpfs(path: Path, size: str) -> bool:
-    """Mount a small tmpfs at ``path`` (root only); False where mounting is not allowed."""
-    path.mkdir(parents=True, exist_ok=True)
-    return (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-        ).returncode
-        == 0
-    )
+@contextlib.contextmanager
+def journal_space(kind: str, state: Path) -> Iterator[Callable[[int], None]]:
+    """A StateDirectory whose journal can be made to run out of room, and the function that does it
+    (given the service's pid): a 512 KiB tmpfs filled to the last byte (needs root to mount), or a
+    file-size limit (RLIMIT_FSIZE, set on the service process) at the journal's present size."""
+    state.mkdir(parents=True, exist_ok=True)
+    if kind == "file-size limit":
 
+        def limit(pid: int) -> None:
+            size = max(f.stat().st_size for f in state.glob("outbox.db*"))
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
 
-def test_journal_disk_full_keeps_events_in_memory_and_says_so_once(
-    tmp_path: Path, broker_factory: Callable[..., Broker], service: Callable[..., ServiceProcess]
-) -> None:
-    """The journal's file system full (a 512 KiB tmpfs filled to the brim): the outbox says so once,
-    keeps the events in memory and delivers them when the broker is back."""
-    state = tmp_path / "full"
-    if not shutil.which("mount") or not tmpfs(state, "512k"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        broker = broker_factory(persistent=True).start()
-        sub = DurableSubscriber(broker.port)
-        env = {"STATE_DIRECTORY": str(state), "EMOTION_EDGE_MQTT_SYNC_INTERVAL": "0.2",
-               "EMOTION_EDGE_HOMEASSISTANT_ENABLED": "false"}  # fmt: skip
-        run = service(broker.port, "--source", str(DEMO_CLIP), "--loop", "--log-level", "debug", env=env)
-        run.wait_for_line("ready in", timeout=60)
-        broker.stop()
-        down = run.wait_for_line("connection to the broker lost", timeout=10)
-        with (state / "filler").open("wb", buffering=0) as filler:  # every byte left: the next sync fails
+        yield limit
+        return
+    mount = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(state)]
+    if not shutil.which("mount") or subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the file-size limit case still runs")
+
+    def fill(_pid: int) -> None:
+        with (state / "filler").open("wb", buffering=0) as filler:
             try:
                 while True:
                     filler.write(b"\0" * 4096)
             except OSError:
                 pass
+
+    try:
+        yield fill
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "file-size limit"])
+def test_journal_disk_full_keeps_events_in_memory_and_says_so_once(
+    kind: str, tmp_path: Path, broker_factory: Callable[..., Broker], service: Callable[..., ServiceProcess]
+) -> None:
+    """The journal cannot grow (its file system full, or a file-size limit): the outbox says so once,
+    keeps the events in memory and delivers them when the broker is back."""
+    with journal_space(kind, tmp_path / "state") as run_out_of_room:
+        broker = broker_factory(persistent=True).start()
+        sub = DurableSubscriber(broker.port)
+        env = {"STATE_DIRECTORY": str(tmp_path / "state"), "EMOTION_EDGE_MQTT_SYNC_INTERVAL": "0.2",
+               "EMOTION_EDGE_HOMEASSISTANT_ENABLED": "false"}  # fmt: skip
+        run = service(broker.port, "--source", str(DEMO_CLIP), "--loop", "--log-level", "debug", env=env)
+        run.wait_for_line("ready in", timeout=60)
+        broker.stop()
+        down = run.wait_for_line("connection to the broker lost", timeout=10)
+        run_out_of_room(run.process.pid)
         failed = run.wait_for_line("cannot write", after=down, timeout=20)
         time.sleep(1.5)  # more events, more failing syncs: still one line
         broker.start()
@@ -287,9 +303,8 @@ def test_journal_disk_full_keeps_events_in_memory_and_says_so_once(
         wait_delivered(sub, events)
         assert_delivered(events, received(sub))
         assert run.log.count("cannot write") == 1, run.log
+        print(next(line for line in run.lines if "cannot write" in line))
         sub.close()
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=False)
 
 
 class MjpegCamera:
