@@ -30,8 +30,12 @@ def quiet_opencv() -> None:
 def stderr_to_log(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[None]:
     """Whatever native code writes to fd 2 inside the block becomes lines of ``logger`` at ``level``."""
     sys.stderr.flush()
-    with tempfile.TemporaryFile(mode="w+b") as captured:
+    try:
         saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon with fd 2 closed): nothing to route
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield

@@ -90,6 +90,8 @@ def test_check_config_loads_the_model_and_cascade_it_calls_ok(edge_env: dict[str
     ok = edge(edge_env, "check-config")
     assert ok.returncode == 0 and ok.stdout.endswith(": OK\n"), ok.stderr
     assert "XNNPACK" not in ok.stderr, "the interpreter's start-up chatter is not shown"
+    debug = edge(edge_env, "--log-level", "debug", "check-config")
+    assert "DEBUG INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in debug.stderr, "but kept at debug"
 
 
 def test_logs_are_plain_lines(edge_env: dict[str, str], tmp_path: Path) -> None:
