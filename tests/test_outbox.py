@@ -61,8 +61,24 @@ def test_an_event_acknowledged_before_the_sync_is_never_written(tmp_path: Path) 
         box.sync()
     assert (wal.stat().st_size if wal.exists() else 0) == before
     box.append("t/events", "waiting", 1)
+    time.sleep(box.sync_interval / 10)  # past the grace an acknowledgement gets
     box.sync()
     assert wal.stat().st_size > before, "an unacknowledged event is written at the sync"
+    box.close()
+
+
+def test_a_sync_leaves_events_younger_than_a_tenth_of_the_interval_for_the_next_one(tmp_path: Path) -> None:
+    """A broker over Wi-Fi acknowledges in tens of milliseconds: an event just handed over is not
+    written yet, and the next sync, nine tenths of the interval later, writes it if it must."""
+    journal = tmp_path / "outbox.db"
+    box = outbox(journal, sync_interval=1.0)
+    box.append("t/events", "young", 1)
+    box.sync()
+    rows = lambda: sqlite3.connect(journal).execute("SELECT payload FROM outbox").fetchall()  # noqa: E731
+    assert rows() == []
+    time.sleep(0.1)
+    box.sync()
+    assert rows() == [("young",)]
     box.close()
 
 
