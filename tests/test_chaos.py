@@ -289,7 +289,7 @@ def test_journal_disk_full_keeps_events_in_memory_and_says_so_once(
         env = {"STATE_DIRECTORY": str(tmp_path / "state"), "EMOTION_EDGE_MQTT_SYNC_INTERVAL": "0.2",
                "EMOTION_EDGE_HOMEASSISTANT_ENABLED": "false"}  # fmt: skip
         run = service(broker.port, "--source", str(DEMO_CLIP), "--loop", "--log-level", "debug", env=env)
-        run.wait_for_line("ready in", timeout=60)
+        run.wait_for_line("MQTT: connected", timeout=60)
         broker.stop()
         down = run.wait_for_line("connection to the broker lost", timeout=10)
         run_out_of_room(run.process.pid)
