@@ -57,6 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load(args.file)
+    from edge.pipeline import Pipeline
+
+    # The model (its card and sha256), the interpreter and the cascade are loaded as `run` loads them,
+    # so a file called OK here starts; their errors are ModelError/DetectorError/BackendError (exit 1).
+    Pipeline.from_config(config)
     where = config.path or "built-in defaults (no config file)"
     print(f"{where}: OK")
     if args.show:
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     service_flags(run)
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a config file without starting")
+    check = sub.add_parser("check-config", help="validate a config file (and load its model) without starting")
     check.add_argument("file", nargs="?", metavar="FILE", help="default: the file `run` would read")
     check.add_argument("--show", action="store_true", help="print the effective settings as TOML")
     _add_log_level(check)

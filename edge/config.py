@@ -151,10 +151,14 @@ class MqttConfig:
     tls_cert: str = setting("", doc="client certificate file, for brokers that require one")
     tls_key: str = setting("", doc="client private key file")
     keepalive: int = setting(
-        60,
-        lo=5,
+        15,
+        lo=1,
         hi=3600,
-        doc="seconds between keepalive pings; the broker publishes the last will after 1.5x this without news",
+        doc="seconds between keepalive pings; a silent link is noticed within 2x this, and the broker publishes "
+        "the last will after 1.5x this",
+    )
+    reconnect_max: float = setting(
+        5.0, lo=0.5, hi=300, doc="most seconds between reconnection attempts (doubling from 0.5 s, with jitter)"
     )
     qos: int = setting(1, lo=0, hi=2, doc="QoS of everything published")
     topic_prefix: str = setting(
@@ -167,15 +171,26 @@ class MqttConfig:
         "name such as raspberrypi",
     )
     queue_size: int = setting(
-        1000,
+        20_000,
         lo=1,
-        hi=1_000_000,
-        doc="events kept while the broker is unreachable; beyond it the oldest are dropped and counted",
+        hi=10_000_000,
+        doc="events the outbox keeps while the broker has not acknowledged them (about 0.7 kB of memory "
+        "each); beyond it the oldest are dropped and counted in stats `events_dropped`",
     )
-    spool: str = setting(
+    outbox_max_age: float = setting(
+        86400.0, lo=1, hi=31_536_000, doc="seconds an unacknowledged event is kept before it is dropped and counted"
+    )
+    outbox: str = setting(
         "",
-        doc="file keeping the events still queued at stop, sent after the next start; empty = `mqtt-spool.jsonl` "
-        "in systemd's `StateDirectory` (`/var/lib/emotion-edge`), none outside systemd",
+        doc="the outbox journal (SQLite) keeping unacknowledged events across restarts; empty = `outbox.db` "
+        "in systemd's `StateDirectory` (`/var/lib/emotion-edge`), memory only outside systemd",
+    )
+    sync_interval: float = setting(
+        1.0,
+        lo=0.05,
+        hi=60,
+        doc="seconds between writes of the outbox journal: a power cut loses at most this much of the events "
+        "the broker has not acknowledged",
     )
     heartbeat: float = setting(
         60.0, lo=1, hi=86400, doc="seconds between re-sends of the retained state when nothing changes"
@@ -296,6 +311,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path.name}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ class PausedReader:
     fps = 0.0
     dropped = 0
     capture_ms = 0.0
+    reconnects = 0
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -1,14 +1,17 @@
 """The service: frames from the source through the pipeline, out to MQTT, until told to stop.
 
-It outlives everything that can go away on a Pi (the broker: the publisher queues and reconnects;
-the camera: the reader reopens it) and stops only at the end of a file, after ``max_frames``, or on
-SIGTERM/SIGINT, when it ends every live track, publishes the final state and ``offline``, flushes
-the queue and exits within two seconds, as systemd expects of a unit it is stopping.
+It outlives everything that can go away on a Pi (the broker: the publisher's outbox keeps every event
+until the broker has it, and reconnects; the camera: the reader reopens it, while the clock ends its
+tracks and the retained ``camera`` topic says it is offline) and stops only at the end of a file,
+after ``max_frames``, on a file that cannot be read on (an error), or on SIGTERM/SIGINT, when it ends
+every live track, publishes the final state and ``offline``, sends what it can and exits within two
+seconds, as systemd expects of a unit it is stopping.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import threading
 import time
@@ -20,13 +23,14 @@ from edge.config import Config
 from edge.mqtt import payloads
 from edge.mqtt.commands import EnabledSwitch, state_path
 from edge.mqtt.discovery import Discovery
-from edge.mqtt.payloads import Topics
-from edge.mqtt.publisher import MqttPublisher, spool_path
+from edge.mqtt.payloads import OFFLINE, ONLINE, Topics
+from edge.mqtt.publisher import MqttPublisher, outbox_path
 from edge.mqtt.summary import RollingSummary
 from edge.pause import PausedReader
 from edge.pipeline import FrameResult, Pipeline
 from edge.preview import LiveView, PreviewServer
 from edge.sources import FrameSource, LatestFrameReader, SourceError, open_source
+from edge.sources.reader import RUNNING
 from edge.systemd import Watchdog, notify
 from edge.vision.tracker import Track, TrackEvent
 
@@ -97,6 +101,9 @@ class Service:
         self._state_sent = 0.0
         self._stats_sent = 0.0
         self._started = 0.0
+        self._camera = ""  # the retained camera status last published
+        self.run_id = secrets.token_hex(6)  # names this run's events, with their seq, for consumers' de-duplication
+        self._seq = 0
         self.ready = threading.Event()
 
     def stop(self) -> None:
@@ -108,7 +115,7 @@ class Service:
         self._started = time.monotonic()
         c = self.config
         self.pipeline = Pipeline.from_config(c)
-        self.publisher = MqttPublisher(c.mqtt, self.topics.availability, spool_path(c.mqtt))
+        self.publisher = MqttPublisher(c.mqtt, self.topics.availability, outbox_path(c.mqtt))
         labels = self.pipeline.classifier.labels
         self.summary = RollingSummary(c.summary, self.publisher, self.topics.summary, self.device, labels)
         self.switch = EnabledSwitch(self.publisher, self.topics, state_path())
@@ -163,6 +170,11 @@ class Service:
             elif self.reader.ended:
                 log.info("%s: end of source after %d frames", self.reader.name, self._frames)
                 return
+            elif self.reader.live:  # no frame from a camera: the clock ends its tracks, not the next frame
+                clock = time.monotonic()  # a live source's frame time
+                self._publish_events(self.pipeline.tracker.expire(clock), clock)
+                self._publish_state()
+            self._publish_camera()
             now = time.monotonic()
             if now - self._state_sent >= self.config.mqtt.heartbeat:
                 self._publish_state(force=True)
@@ -208,6 +220,7 @@ class Service:
         self.reader.close(timeout=0.3)
         self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
         self._publish_state()
+        self._publish_camera()
         self._publish_stats()
         self.summary.publish()
         self.publisher.stop(timeout=STOP_BUDGET)
@@ -221,10 +234,12 @@ class Service:
             # Event times are source times (file position or monotonic); date them by how long before
             # the current frame they happened, on the wall clock subscribers share.
             wall = now - max(0.0, frame_ts - event.ts)
-            body = payloads.event(event, device=self.device, wall=wall, labels=labels)
+            self._seq += 1
+            body = payloads.event(event, device=self.device, wall=wall, labels=labels, run=self.run_id, seq=self._seq)
             self.publisher.publish(self.topics.events, payloads.encode(body))
             self.live.event(body)
-            log.debug("event %s track %d %s %.2f", event.kind, event.track, event.emotion, event.confidence)
+            log.debug("event %s track %d %s %.2f id %s/%d", event.kind, event.track, event.emotion, event.confidence,
+                      self.run_id, self._seq)  # fmt: skip
 
     def _publish_state(self, *, force: bool = False) -> None:
         """Retained state on a change of faces, dominant emotion or pause, and at the heartbeat; the
@@ -245,6 +260,13 @@ class Service:
             self._scores = body["scores"]
             self._scores_sent = now
 
+    def _publish_camera(self) -> None:
+        """Retained ``camera``: online while the source delivers, offline while it is being reopened or has ended."""
+        status = ONLINE if self.reader.state == RUNNING else OFFLINE
+        if status != self._camera:
+            self.publisher.publish(self.topics.camera, status, retain=True)
+            self._camera = status
+
     def _publish_stats(self) -> None:
         now = time.monotonic()
         w = self._window
@@ -256,6 +278,9 @@ class Service:
             faces=len(self.pipeline.tracker.tracks),
             queue_depth=self.publisher.queue_depth,
             events_dropped=self.publisher.events_dropped,
+            mqtt_reconnects=self.publisher.reconnects,
+            source_state=self.reader.state,
+            source_reconnects=self.reader.reconnects,
             cpu_temperature=cpu_temperature(),
             uptime=now - self._started,
             model_sha256=self.pipeline.classifier.sha256,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import MOSQUITTO, REPO, Broker, Subscriber
+from helpers import DEVICE, MOSQUITTO, REPO, Broker, ServiceProcess, Subscriber
 
 
 @pytest.fixture
@@ -56,3 +56,18 @@ def edge_env(tmp_path: Path) -> dict[str, str]:
     empty.write_text("")
     env["EMOTION_EDGE_CONFIG"] = str(empty)  # never the machine's /etc/emotion-edge/config.toml
     return env
+
+
+@pytest.fixture
+def service(edge_env: dict[str, str]) -> Iterator[Callable[..., ServiceProcess]]:
+    """``service(port, *flags, env=None)``: ``python -m edge run`` as DEVICE on 127.0.0.1:port, killed at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(port: int, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+        flags = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--device-id", DEVICE, *args]
+        started.append(ServiceProcess(flags, {**edge_env, **(env or {})}))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.kill()

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+DEVICE = "testpi"  # the device id the service tests run as
 MOSQUITTO = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto")
 
 
@@ -139,3 +140,55 @@ class Subscriber:
 def edge_command(*args: str) -> list[str]:
     """``python -m edge ...`` with this interpreter, so tests need no installed console script."""
     return [sys.executable, "-m", "edge", *args]
+
+
+class ServiceProcess:
+    """``python -m edge run …`` in a subprocess, its stderr collected line by line for bounded waits."""
+
+    def __init__(self, args: list[str], env: dict[str, str], wrap: list[str] | None = None) -> None:
+        """``wrap``: a command the service runs under (unshare, say)."""
+        self.lines: list[str] = []
+        self.times: list[float] = []  # time.monotonic() at which each line arrived, for "how soon" checks
+        command = [*(wrap or []), *edge_command("run", *args)]
+        self.process = subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.times.append(time.monotonic())
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_log(self, text: str, timeout: float = 20) -> None:
+        wait_until(lambda: text in self.log or self.process.poll() is not None, timeout, f"{text!r} in the log")
+        assert text in self.log, f"service exited with {self.process.returncode} before logging {text!r}:\n{self.log}"
+
+    def wait_for_line(self, text: str, after: float = 0.0, timeout: float = 20) -> float:
+        """When the first line containing ``text`` that arrived after ``after`` (monotonic) came."""
+
+        def found() -> float | None:
+            return next((t for t, line in zip(self.times, self.lines) if t > after and text in line), None)
+
+        wait_until(lambda: found() is not None or self.process.poll() is not None, timeout, f"{text!r} in the log")
+        when = found()
+        assert when is not None, f"service exited with {self.process.returncode} before logging {text!r}:\n{self.log}"
+        return when
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"service did not exit within {timeout}s:\n{self.log}")
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Broker, Subscriber, edge_command, free_port, wait_until
-from test_service import ServiceProcess
+from helpers import Broker, ServiceProcess, Subscriber, edge_command, free_port, wait_until
 
 from edge.tools.demo import DEMO_CLIP
 

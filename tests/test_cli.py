@@ -62,6 +62,38 @@ def test_unusable_inputs_are_named_and_fatal(edge_env: dict[str, str], tmp_path:
     assert len(error_lines(result.stderr)) == 1 and "model" in error_lines(result.stderr)[0]
 
 
+def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_78(edge_env: dict[str, str], tmp_path: Path) -> None:
+    latin1 = tmp_path / "config.toml"
+    latin1.write_bytes('[mqtt]\nhost = "café.lan"\n'.encode("latin-1"))  # saved by an editor in Latin-1
+    for command in (["check-config", str(latin1)], ["run", "--config", str(latin1)]):
+        result = edge(edge_env, *command)
+        assert result.returncode == EX_CONFIG, result.stderr
+        assert result.stderr.strip().splitlines() == error_lines(result.stderr), "one line, no traceback"
+        assert error_lines(result.stderr)[0].endswith("ERROR config.toml: not UTF-8 text (byte 18 is 0xe9)")
+
+
+def test_check_config_loads_the_model_and_cascade_it_calls_ok(edge_env: dict[str, str], tmp_path: Path) -> None:
+    """What check-config calls OK starts: a model whose bytes do not match its card fails here, as in run."""
+    shipped = REPO / "models" / "emotion_int8.tflite"
+    model = tmp_path / "emotion_int8.tflite"
+    model.write_bytes(shipped.read_bytes()[:-1] + b"\0")  # one byte changed: the sha256 no longer matches
+    (tmp_path / "emotion_int8.json").write_bytes(shipped.with_suffix(".json").read_bytes())
+    result = edge({**edge_env, "EMOTION_EDGE_CLASSIFIER_MODEL": str(model)}, "check-config")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "OK" not in result.stdout
+    assert len(error_lines(result.stderr)) == 1 and "does not match its card" in result.stderr
+    cascade = tmp_path / "cascade.xml"
+    cascade.write_text("<opencv_storage>not a cascade</opencv_storage>")
+    result = edge({**edge_env, "EMOTION_EDGE_DETECTOR_CASCADE": str(cascade)}, "check-config")
+    assert result.returncode != 0 and "OK" not in result.stdout
+    assert len(error_lines(result.stderr)) == 1 and "cascade.xml" in error_lines(result.stderr)[0], result.stderr
+    ok = edge(edge_env, "check-config")
+    assert ok.returncode == 0 and ok.stdout.endswith(": OK\n"), ok.stderr
+    assert "XNNPACK" not in ok.stderr, "the interpreter's start-up chatter is not shown"
+    debug = edge(edge_env, "--log-level", "debug", "check-config")
+    assert "DEBUG INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in debug.stderr, "but kept at debug"
+
+
 def test_logs_are_plain_lines(edge_env: dict[str, str], tmp_path: Path) -> None:
     result = edge(edge_env, "--log-level", "debug", "check-config", "/nonexistent.toml")
     assert "\x1b[" not in result.stderr

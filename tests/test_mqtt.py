@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from helpers import Broker, Subscriber, wait_until
 
 from edge.config import Config, load
 from edge.mqtt.payloads import Topics
-from edge.mqtt.publisher import MqttPublisher, spool_path
+from edge.mqtt.publisher import MqttPublisher, outbox_path
 
 
 def make_config(tmp_path: Path, port: int, **mqtt: object) -> Config:
@@ -179,47 +180,51 @@ def test_tls_with_client_certificate_and_password(
     assert not wrong.connected
 
 
-def test_events_queued_at_stop_are_spooled_and_sent_after_the_next_start(
+def test_events_unacknowledged_at_stop_stay_in_the_outbox_and_go_first_after_the_next_start(
     tmp_path: Path, broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber], caplog
 ) -> None:
     broker = broker_factory()  # not started: the broker is away for the whole first run
-    spool = tmp_path / "state" / "mqtt-spool.jsonl"
+    journal = tmp_path / "state" / "outbox.db"
     config = make_config(tmp_path, broker.port)
-    first = MqttPublisher(config.mqtt, TOPICS.availability, spool)
+    first = MqttPublisher(config.mqtt, TOPICS.availability, journal)
     first.start()
     for n in range(3):
         first.publish(TOPICS.events, json.dumps({"n": n}))
     first.publish(TOPICS.state, "stale", retain=True)
     first.stop(timeout=0.3)
-    assert [json.loads(line)["topic"] for line in spool.read_text().splitlines()] == [TOPICS.events] * 3
-    assert f"3 queued events kept in {spool}" in caplog.text
+    with sqlite3.connect(journal) as db:
+        assert [row[0] for row in db.execute("SELECT topic FROM outbox ORDER BY id")] == [TOPICS.events] * 3
+    assert f"3 events not acknowledged by the broker at stop; kept in {journal} for the next start" in caplog.text
 
     broker.start()
     sub = subscribe(broker.port, [TOPICS.events, TOPICS.state])
-    second = MqttPublisher(config.mqtt, TOPICS.availability, spool)
+    second = MqttPublisher(config.mqtt, TOPICS.availability, journal)
+    second.publish(TOPICS.events, json.dumps({"n": 3}))  # made by the new run before it connects
     second.start()
-    wait_until(lambda: len(sub.on(TOPICS.events)) == 3, 15, "the 3 spooled events")
-    assert [json.loads(m.payload)["n"] for m in sub.on(TOPICS.events)] == [0, 1, 2]
-    assert sub.on(TOPICS.state) == [], "retained values are not spooled: the next run publishes the present"
-    assert not spool.exists()
+    wait_until(lambda: len(sub.on(TOPICS.events)) == 4, 15, "the 3 journaled events and the new one")
+    assert [json.loads(m.payload)["n"] for m in sub.on(TOPICS.events)] == [0, 1, 2, 3]
+    assert sub.on(TOPICS.state) == [], "retained values are not journaled: the next run publishes the present"
+    wait_until(lambda: second.queue_depth == 0, 5, "the acknowledgements")
     second.stop()
+    with sqlite3.connect(journal) as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,), "acknowledged events leave the journal"
 
 
-def test_spool_defaults_to_systemds_state_directory(tmp_path: Path) -> None:
+def test_outbox_defaults_to_systemds_state_directory(tmp_path: Path) -> None:
     config = make_config(tmp_path, 1883)
-    assert spool_path(config.mqtt, {"STATE_DIRECTORY": "/var/lib/emotion-edge"}) == Path(
-        "/var/lib/emotion-edge/mqtt-spool.jsonl"
+    assert outbox_path(config.mqtt, {"STATE_DIRECTORY": "/var/lib/emotion-edge"}) == Path(
+        "/var/lib/emotion-edge/outbox.db"
     )
-    assert spool_path(config.mqtt, {}) is None
-    config.mqtt.spool = str(tmp_path / "q.jsonl")
-    assert spool_path(config.mqtt, {"STATE_DIRECTORY": "/var/lib/x"}) == tmp_path / "q.jsonl"
+    assert outbox_path(config.mqtt, {}) is None
+    config.mqtt.outbox = str(tmp_path / "q.db")
+    assert outbox_path(config.mqtt, {"STATE_DIRECTORY": "/var/lib/x"}) == tmp_path / "q.db"
 
 
-def test_an_unreadable_spool_is_named_and_left_in_place(tmp_path: Path, broker: Broker, caplog) -> None:
-    spool = tmp_path / "mqtt-spool.jsonl"
-    spool.write_text("not json\n")
-    pub = MqttPublisher(make_config(tmp_path, broker.port).mqtt, TOPICS.availability, spool)
+def test_an_unreadable_outbox_is_named_and_left_in_place(tmp_path: Path, broker: Broker, caplog) -> None:
+    journal = tmp_path / "outbox.db"
+    journal.write_text("not a database\n" * 100)
+    pub = MqttPublisher(make_config(tmp_path, broker.port).mqtt, TOPICS.availability, journal)
     pub.start()
     pub.stop()
-    assert f"MQTT spool {spool}: unreadable, left in place" in caplog.text
-    assert spool.read_text() == "not json\n"
+    assert f"MQTT outbox {journal}: cannot open (file is not a database); events kept in memory only" in caplog.text
+    assert journal.read_text() == "not a database\n" * 100

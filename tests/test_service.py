@@ -9,76 +9,22 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Broker, Subscriber, edge_command, wait_until
+from helpers import DEVICE, REPO, Broker, ServiceProcess, Subscriber
 
 from edge.mqtt import payloads
 from edge.systemd import notify, watchdog_interval
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.emotions import EMOTIONS
 
-DEVICE = "testpi"
 BASE = f"emotion-edge/{DEVICE}"
 EVENT_KEYS = {"schema", "type", "ts", "device", "track", "emotion", "confidence", "scores", "box", "duration"}
+EVENT_KEYS |= {"run", "seq"}  # the event's id, for consumers dropping the duplicates of at-least-once delivery
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-class ServiceProcess:
-    """``python -m edge run …`` in a subprocess, its stderr collected line by line for bounded waits."""
-
-    def __init__(self, args: list[str], env: dict[str, str], wrap: list[str] | None = None) -> None:
-        """``wrap``: a command the service runs under (unshare, say)."""
-        self.lines: list[str] = []
-        command = [*(wrap or []), *edge_command("run", *args)]
-        self.process = subprocess.Popen(
-            command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_log(self, text: str, timeout: float = 20) -> None:
-        wait_until(lambda: text in self.log or self.process.poll() is not None, timeout, f"{text!r} in the log")
-        assert text in self.log, f"service exited with {self.process.returncode} before logging {text!r}:\n{self.log}"
-
-    def wait(self, timeout: float = 30) -> int:
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"service did not exit within {timeout}s:\n{self.log}")
-        self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def service(edge_env: dict[str, str]) -> Iterator[Callable[..., ServiceProcess]]:
-    started: list[ServiceProcess] = []
-
-    def start(port: int, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
-        flags = ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--device-id", DEVICE, *args]
-        started.append(ServiceProcess(flags, {**edge_env, **(env or {})}))
-        return started[-1]
-
-    yield start
-    for s in started:
-        s.kill()
 
 
 def bodies(sub: Subscriber, leaf: str) -> list[dict]:

@@ -127,3 +127,17 @@ def test_a_tentative_face_must_be_seen_in_frames_in_a_row():
     events = t.update([box], HAPPY[None], 0.5)
     assert [(e.kind, e.track, e.started) for e in events] == [(START, 1, 0.3)]
     assert t.close(0.6)[0].kind == END and t.tracks == []
+
+
+def test_expire_ends_tracks_by_the_clock_when_no_frame_comes():
+    """A camera that stops delivering: no update() will come, so the clock ends the faces, dated their
+    last sighting, and only those unseen for longer than max_missing."""
+    t = tracker(max_missing=1.0)
+    t.update([(100, 100, 80, 80)], HAPPY[None], 0.0)
+    t.update([(100, 100, 80, 80)], HAPPY[None], 0.2)
+    t.update([(400, 100, 80, 80)], SAD[None], 0.5)  # the first face missed, not yet for max_missing
+    assert t.expire(1.0) == [] and len(t.tracks) == 2
+    ended = t.expire(1.3)
+    assert [(e.kind, e.track, e.ts, e.duration) for e in ended] == [(END, 1, 0.2, 0.2)]
+    assert [(e.kind, e.track) for e in t.expire(1.6)] == [(END, 2)]
+    assert t.tracks == [] and t.expire(10.0) == []

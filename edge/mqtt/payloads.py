@@ -35,6 +35,11 @@ class Topics:
         return cls(base, *(f"{base}/{leaf}" for leaf in ("availability", "state", "events", "stats")))
 
     @property
+    def camera(self) -> str:
+        """``online`` or ``offline`` (retained): whether frames are coming, as opposed to whether the device is up."""
+        return f"{self.base}/camera"
+
+    @property
     def summary(self) -> str:
         """The rolling summary (retained): the room over the last ``summary.interval`` (edge.mqtt.summary)."""
         return f"{self.base}/summary"
@@ -92,9 +97,14 @@ def _scores(scores: Mapping[str, float], labels: Sequence[str]) -> dict[str, flo
     return {label: _prob(scores.get(label, 0.0)) for label in labels}
 
 
-def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str]) -> dict[str, Any]:
-    """One track event (start/change/end); ``duration`` is seconds the face has been seen so far;
-    a change says what the emotion was before in ``previous``, so it stands alone."""
+def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str], run: str, seq: int) -> dict[str, Any]:
+    """One track event (start/change/end); ``duration`` is seconds the face has been seen so far; a
+    change says what the emotion was before in ``previous``, so it stands alone.
+
+    ``run`` (random, new at every start) and ``seq`` (1, 2, 3 … within the run) name the event, because
+    delivery is at least once: after a lost connection the outbox sends again what the broker had not
+    acknowledged, and a consumer drops what it has already seen by (``run``, ``seq``).
+    """
     body = {
         "schema": SCHEMA,
         "type": event.kind,
@@ -106,6 +116,8 @@ def event(event: EventLike, *, device: str, wall: float, labels: Sequence[str]) 
         "scores": _scores(event.scores, labels),
         "box": [int(v) for v in event.box],
         "duration": round(max(0.0, float(event.ts - event.started)), 3),
+        "run": run,
+        "seq": seq,
     }
     if event.previous is not None:
         body["previous"] = event.previous
@@ -171,6 +183,9 @@ class Stats:
     faces: int
     queue_depth: int
     events_dropped: int
+    mqtt_reconnects: int
+    source_state: str
+    source_reconnects: int
     cpu_temperature: float | None
     uptime: float
     model_sha256: str
@@ -192,6 +207,9 @@ def stats(s: Stats, *, device: str, wall: float) -> dict[str, Any]:
         "faces": s.faces,
         "queue_depth": s.queue_depth,
         "events_dropped": s.events_dropped,
+        "mqtt_reconnects": s.mqtt_reconnects,
+        "source_state": s.source_state,
+        "source_reconnects": s.source_reconnects,
         "cpu_temperature": None if s.cpu_temperature is None else round(s.cpu_temperature, 1),
         "model_sha256": s.model_sha256,
         "backend": s.backend,

@@ -1,35 +1,44 @@
 """The publisher: the service's only way out to the network (publish / subscribe / stop).
 
 Shaped like Frigate's Communicator (the ``Publisher`` protocol) so another transport could stand in.
-The MQTT one is built for a Pi that boots before its broker, loses Wi-Fi, or outlives a broker restart:
-paho's own thread keeps reconnecting with backoff while the pipeline runs on, and what is published meanwhile waits in a
-bounded queue (events in order; retained topics only their latest value) and goes out on reconnect.
-Events still queued when the service stops are kept in a spool file and sent after the next start;
-retained values are not, since the next run publishes the room as it is then.
+The MQTT one is built for a Pi that boots before its broker, loses Wi-Fi, or outlives a broker
+restart. It is the one sender of record: events wait in the durable outbox (edge.mqtt.outbox) and
+one sender thread hands them to paho in order, a few at a time, while connected; whatever paho had
+in flight when a connection died is dropped from paho's store and sent again from the outbox,
+oldest first, so a track's events reach the broker in order even across re-sends (at least once:
+a consumer drops duplicates by the events' ``run`` and ``seq``). Retained topics keep only their
+latest value until the broker has it. Reconnection is paho's, with our own capped, jittered delay,
+so a broker back from a restart is found within ``mqtt.reconnect_max`` seconds and a fleet of Pis
+does not knock in step.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import random
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
 from edge.config import ConfigError, MqttConfig
+from edge.mqtt.outbox import Entry, Outbox
 from edge.mqtt.payloads import OFFLINE, ONLINE
 
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[str, bytes], None]
+
+# Messages handed to paho and not yet acknowledged. Small, so a link that froze holds little that must
+# be sent twice, and large enough that a 20 ms round trip still carries hundreds of events a second.
+MAX_INFLIGHT = 10
+RECONNECT_FIRST = 0.5  # seconds before the first retry; doubles up to mqtt.reconnect_max
 
 
 class Publisher(Protocol):
@@ -42,33 +51,34 @@ class Publisher(Protocol):
 
 
 @dataclass
-class _Message:
+class _Retained:
     topic: str
     payload: str
     qos: int
-    retain: bool
+    sent: bool = False  # handed to paho on the current connection
 
 
-class _OwnDisconnectNoise(logging.Filter):
-    """paho 2.2's network thread makes one more pass after our own ``disconnect()`` and logs
-    "Client is not connected ... MQTT_CS_DISCONNECTED" at ERROR; the stop worked, so the line would
-    only alarm whoever reads the journal. A lost connection reports another state and still shows."""
+class _PahoNoise(logging.Filter):
+    """paho logs at ERROR what the publisher already says once per outage: "Client is not connected …
+    MQTT_CS_CONNECTING" on every reconnection attempt (and "… MQTT_CS_DISCONNECTED" after our own
+    disconnect), "failed to receive on socket" when the broker goes; repeating them would only alarm."""
+
+    REPEATS = ("Client is not connected", "failed to receive on socket")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Client is not connected") and message.endswith("MQTT_CS_DISCONNECTED"))
+        return not record.getMessage().startswith(self.REPEATS)
 
 
 _paho_log = log.getChild("paho")
-_paho_log.addFilter(_OwnDisconnectNoise())
+_paho_log.addFilter(_PahoNoise())
 
 
-def spool_path(config: MqttConfig, env: dict[str, str] | os._Environ = os.environ) -> Path | None:
-    """``mqtt.spool``, else a file in systemd's StateDirectory; None (no spool) outside systemd."""
-    if config.spool:
-        return Path(config.spool)
+def outbox_path(config: MqttConfig, env: dict[str, str] | os._Environ = os.environ) -> Path | None:
+    """``mqtt.outbox``, else ``outbox.db`` in systemd's StateDirectory; None (memory only) outside systemd."""
+    if config.outbox:
+        return Path(config.outbox)
     state = env.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state) / "mqtt-spool.jsonl" if state else None
+    return Path(state) / "outbox.db" if state else None
 
 
 def make_client(
@@ -91,38 +101,47 @@ def make_client(
 
 
 class MqttPublisher:
-    """paho-mqtt 2 client with a last will on ``availability_topic`` and an offline queue.
+    """paho-mqtt 2 client with a last will on ``availability_topic`` and a durable outbox.
 
-    ``on_connect`` callbacks run in paho's thread after every (re)connection, once the backlog is
-    out: the place to (re)send Home Assistant discovery.
+    ``on_connect`` callbacks run in paho's thread after every (re)connection: the place to (re)send
+    Home Assistant discovery. ``outbox`` is the journal file (None: memory only).
     """
 
-    def __init__(self, config: MqttConfig, availability_topic: str, spool: Path | None = None) -> None:
+    def __init__(self, config: MqttConfig, availability_topic: str, outbox: Path | None = None) -> None:
         self._config = config
         self._availability = availability_topic
-        self._spool = spool
-        self._lock = threading.Lock()
-        self._pending: deque[_Message] = deque()
-        self._latest: dict[str, _Message] = {}  # retained topics: only the newest value matters
+        self.outbox = Outbox(
+            outbox, max_events=config.queue_size, max_age=config.outbox_max_age, sync_interval=config.sync_interval
+        )
+        self._cond = threading.Condition()
+        self._retained: dict[str, _Retained] = {}  # latest value per topic, until the broker has it
+        self._mids: dict[int, Entry | _Retained] = {}  # in flight on this connection
+        self._early: set[int] = set()  # acks that came back before publish() returned their mid
         self._connected = False
-        self._draining = False
-        self._stopped = False
-        self._broker_down_logged = False
+        self._connection = 0  # counts connections lost, so a publish that straddled a loss is not recorded
+        self._stopped = False  # stop() has begun: no more "online", no outage lines
+        self._closing = False  # stop() is done with the connection: the sender ends
+        self._outage_logged = False
+        self._outage_since: float | None = None
         self._last_refusal = ""
+        self._attempt = 0
         self._subscriptions: dict[str, MessageCallback] = {}
         self._connect_hooks: list[Callable[[], None]] = []
-        self.events_dropped = 0
+        self.reconnects = 0
         self.connected_once = threading.Event()
         self._client = self._make_client()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt sender", daemon=True)
 
     def _make_client(self) -> mqtt.Client:
         c = self._config
         client = make_client(c, c.client_id)
         client.will_set(self._availability, OFFLINE, qos=c.qos, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(0)  # no limit in paho: the sender keeps the window, paho never queues
+        self._set_retry_delay(client)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         return client
 
     @property
@@ -131,8 +150,14 @@ class MqttPublisher:
 
     @property
     def queue_depth(self) -> int:
-        with self._lock:
-            return len(self._pending) + len(self._latest)
+        """Events and retained values the broker has not acknowledged yet."""
+        with self._cond:
+            retained = len(self._retained)
+        return self.outbox.depth + retained
+
+    @property
+    def events_dropped(self) -> int:
+        return self.outbox.dropped
 
     def add_connect_hook(self, hook: Callable[[], None]) -> None:
         self._connect_hooks.append(hook)
@@ -140,113 +165,117 @@ class MqttPublisher:
     def start(self) -> None:
         """Return at once; paho's thread connects in the background (the broker may be down at boot)."""
         c = self._config
-        self._restore()
         log.info("MQTT: connecting to %s:%d as %s%s", c.host, c.port, c.client_id, " (TLS)" if c.tls else "")
+        self.outbox.start()
+        self._sender.start()
         self._client.connect_async(c.host, c.port, keepalive=c.keepalive)
         self._client.loop_start()
 
     def publish(self, topic: str, payload: str, *, retain: bool = False, qos: int | None = None) -> None:
-        message = _Message(topic, payload, self._config.qos if qos is None else qos, retain)
-        with self._lock:
-            if not self._connected or self._draining:
-                self._enqueue(message)
-                return
-        self._send(message)
+        qos = self._config.qos if qos is None else qos
+        if retain:
+            with self._cond:
+                self._retained[topic] = _Retained(topic, payload, qos)
+                self._cond.notify_all()
+            return
+        self.outbox.append(topic, payload, qos)
+        with self._cond:
+            self._cond.notify_all()
 
     def subscribe(self, topic: str, callback: MessageCallback) -> None:
         """Deliver messages on ``topic`` (filters allowed) to ``callback(topic, payload)`` in paho's thread;
         renewed on every reconnection because the session is clean."""
         self._subscriptions[topic] = callback
-        self._client.message_callback_add(topic, lambda _c, _u, msg: callback(msg.topic, msg.payload))
+        self._client.message_callback_add(topic, lambda _c, _u, msg: callback(msg.topic, bytes(msg.payload)))
         if self._connected:
             self._client.subscribe(topic, qos=self._config.qos)
 
     def stop(self, timeout: float = 1.5) -> None:
-        """Send the backlog and ``offline`` (retained), then disconnect; gives up after ``timeout`` seconds
-        so a dead broker cannot hold up a systemd stop."""
+        """Send what is waiting and ``offline`` (retained), then disconnect; gives up after ``timeout``
+        seconds so a dead broker cannot hold up a systemd stop. Unacknowledged events stay in the outbox."""
         deadline = time.monotonic() + timeout
         self._stopped = True
-        while self.queue_depth and not self._connected and time.monotonic() < deadline:
-            time.sleep(0.01)  # a connection still being made would deliver what is queued
+        while self.queue_depth and time.monotonic() < deadline:
+            time.sleep(0.01)  # a connection (perhaps still being made) delivers what is waiting
         if self._connected:
-            while self._draining and time.monotonic() < deadline:  # a reconnection is sending the backlog
+            goodbye = _Retained(self._availability, OFFLINE, self._config.qos)
+            with self._cond:
+                self._retained[self._availability] = goodbye
+                self._cond.notify_all()
+            while self._retained.get(self._availability) is goodbye and self._connected:
+                if time.monotonic() >= deadline:
+                    break
                 time.sleep(0.01)
-            self._drain()
-            info = self._client.publish(self._availability, OFFLINE, qos=self._config.qos, retain=True)
-            self._wait(info, deadline)
             self._client.disconnect()
-        if self._pending:
-            self._save()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._sender.join(max(0.1, deadline - time.monotonic()))
+        left = self.outbox.depth
+        self.outbox.close()
+        if left:
+            where = f"kept in {self.outbox.path} for the next start" if self.outbox.path else "lost (no outbox file)"
+            log.warning("MQTT: %d events not acknowledged by the broker at stop; %s", left, where)
         # loop_stop joins paho's thread, which may sit in a TCP connect for connect_timeout seconds;
         # the thread is a daemon, so a bounded join is enough to let the process exit on time.
         stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
         stopper.start()
         stopper.join(max(0.1, deadline - time.monotonic()))
 
-    def _restore(self) -> None:
-        """Queue the events a previous run could not deliver; the file goes once they are in the queue."""
-        if not self._spool or not self._spool.exists():
-            return
-        try:
-            messages = [_Message(**json.loads(line)) for line in self._spool.read_text().splitlines() if line]
-        except (OSError, ValueError, TypeError) as exc:
-            log.error("MQTT spool %s: unreadable, left in place (%s)", self._spool, exc)
-            return
-        with self._lock:
-            for message in messages:
-                self._enqueue(message)
-        self._spool.unlink()
-        log.info("MQTT: %d events from the last run queued from %s", len(messages), self._spool)
+    # --- the sender thread ---------------------------------------------------------------------------
 
-    def _save(self) -> None:
-        with self._lock:
-            pending = list(self._pending)
-        if not self._spool:
-            log.warning("MQTT: broker unreachable at stop; %d queued events not delivered (no spool)", len(pending))
-            return
-        partial = self._spool.with_name(self._spool.name + ".partial")
-        try:
-            self._spool.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text("".join(json.dumps(asdict(m)) + "\n" for m in pending))
-            partial.replace(self._spool)  # all or nothing: a crash mid-write leaves the old spool
-        except OSError as exc:
-            log.error("MQTT spool %s: cannot write, %d queued events lost (%s)", self._spool, len(pending), exc)
-            return
-        log.warning("MQTT: broker unreachable at stop; %d queued events kept in %s", len(pending), self._spool)
-
-    def _wait(self, info: mqtt.MQTTMessageInfo, deadline: float) -> None:
-        while not info.is_published() and self._connected and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def _enqueue(self, message: _Message) -> None:
-        if message.retain:
-            self._latest[message.topic] = message
-            return
-        if len(self._pending) >= self._config.queue_size:
-            self._pending.popleft()  # the oldest goes: recent events describe the room as it is now
-            self.events_dropped += 1
-        self._pending.append(message)
-
-    def _send(self, message: _Message) -> None:
-        info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
-        # QoS 1/2 messages refused for want of a connection stay in paho's store and are resent on
-        # reconnect; QoS 0 ones would be lost, so they go back into our queue.
-        if info.rc == mqtt.MQTT_ERR_NO_CONN and message.qos == 0:
-            with self._lock:
-                self._enqueue(message)
-
-    def _drain(self) -> None:
-        """Send the backlog in order while new messages keep queueing behind it, then go direct."""
+    def _send_loop(self) -> None:
+        """Hand retained values, then events in order, to paho while connected, at most MAX_INFLIGHT at a time."""
         while True:
-            with self._lock:
-                if self._pending:
-                    message = self._pending.popleft()
-                elif self._latest:
-                    message = self._latest.pop(next(iter(self._latest)))
+            with self._cond:
+                message = self._next_message()
+                while message is None:
+                    if self._closing:
+                        return
+                    self._cond.wait(0.5)
+                    message = self._next_message()
+                connection = self._connection
+            retain = isinstance(message, _Retained)
+            info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=retain)
+            with self._cond:
+                if info.rc != mqtt.MQTT_ERR_SUCCESS or connection != self._connection:
+                    continue  # the connection went meanwhile: the outbox was rewound and sends it again
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                    self._acknowledged(message, info.mid)
                 else:
-                    self._draining = False
-                    return
-            self._send(message)
+                    self._mids[info.mid] = message
+
+    def _next_message(self) -> Entry | _Retained | None:
+        """Under the lock: what to send next on this connection, or None."""
+        if not self._connected:
+            return None
+        for retained in self._retained.values():
+            if not retained.sent:
+                retained.sent = True
+                return retained
+        if len(self._mids) >= MAX_INFLIGHT:
+            return None
+        return self.outbox.take()
+
+    def _acknowledged(self, message: Entry | _Retained, mid: int) -> None:
+        """Under the lock: the broker has ``message``."""
+        if isinstance(message, _Retained):
+            if self._retained.get(message.topic) is message:
+                del self._retained[message.topic]
+        else:
+            self.outbox.acked(message.id)
+        self._cond.notify_all()
+
+    # --- paho's callbacks (paho's thread) -----------------------------------------------------------
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason: Any, _props: Any) -> None:
+        with self._cond:
+            message = self._mids.pop(mid, None)
+            if message is None:
+                self._early.add(mid)
+            else:
+                self._acknowledged(message, mid)
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -254,34 +283,65 @@ class MqttPublisher:
                 log.error("MQTT: broker %s:%d refused the connection: %s", self._config.host, self._config.port, reason)
                 self._last_refusal = str(reason)
             return
-        backlog = self.queue_depth
-        log.info("MQTT: connected to %s:%d%s", self._config.host, self._config.port,
-                 f"; sending {backlog} queued messages" if backlog else "")  # fmt: skip
-        self._broker_down_logged = False
+        # paho would re-send its own store of unacknowledged messages after this callback; the outbox
+        # re-sends them instead, in order, so paho's copies go.
+        client.drop_out_messages()
+        c = self._config
+        backlog = self.outbox.depth
+        outage = f" after {time.monotonic() - self._outage_since:.1f} s away" if self._outage_since else ""
+        queued = f"; sending {backlog} queued events" if backlog else ""
+        log.info("MQTT: connected to %s:%d%s%s", c.host, c.port, outage, queued)
+        if self.connected_once.is_set():
+            self.reconnects += 1
+        self._outage_logged = False
+        self._outage_since = None
         self._last_refusal = ""
-        client.publish(self._availability, ONLINE, qos=self._config.qos, retain=True)
+        self._attempt = 0
+        self._set_retry_delay(client)
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=self._config.qos)
-        with self._lock:
+            client.subscribe(topic, qos=c.qos)
+        with self._cond:
+            if not self._stopped:  # "online" first, before what was retained while away
+                online = _Retained(self._availability, ONLINE, c.qos)
+                others = {t: m for t, m in self._retained.items() if t != self._availability}
+                self._retained = {self._availability: online, **others}
             self._connected = True
-            self._draining = True
-        self._drain()
+            self._cond.notify_all()
         for hook in self._connect_hooks:
             hook()
         self.connected_once.set()
 
-    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
-        if not self._broker_down_logged:
-            log.warning(
-                "MQTT: broker %s:%d unreachable; retrying with backoff, keeping up to %d events meanwhile",
-                self._config.host,
-                self._config.port,
-                self._config.queue_size,
-            )
-            self._broker_down_logged = True
+    def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
+        self._set_retry_delay(client)
+        if not self._outage_logged:
+            c = self._config
+            log.warning("MQTT: broker %s:%d unreachable; retrying every %g s at most, events kept in the outbox",
+                        c.host, c.port, c.reconnect_max)  # fmt: skip
+            self._outage_logged = True
+            self._outage_since = self._outage_since or time.monotonic()
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        with self._lock:
-            self._connected = False
-        if not self._stopped:
-            log.warning("MQTT: disconnected from broker (%s); reconnecting", reason)
+    def _on_disconnect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        """A connection lost, or an attempt that never became one (refused, no CONNACK from a frozen broker)."""
+        with self._cond:
+            was_connected, self._connected = self._connected, False
+            self._connection += 1
+            self._mids.clear()
+            self._early.clear()
+            for retained in self._retained.values():
+                retained.sent = False
+            self.outbox.rewind()
+            self._cond.notify_all()
+        self._set_retry_delay(client)
+        if self._stopped or not was_connected:
+            return
+        self._outage_since = time.monotonic()
+        log.warning("MQTT: connection to the broker lost (%s); reconnecting, events kept in the outbox", reason)
+        self._outage_logged = True
+
+    def _set_retry_delay(self, client: mqtt.Client) -> None:
+        """The delay before the next attempt: doubling from RECONNECT_FIRST to ``reconnect_max``, each
+        drawn from its upper half so retries spread out but never wait longer than the cap."""
+        ceiling = min(self._config.reconnect_max, RECONNECT_FIRST * 2**self._attempt)
+        self._attempt = min(self._attempt + 1, 30)
+        delay = random.uniform(ceiling / 2, ceiling)
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]  # paho takes floats

@@ -2,6 +2,9 @@
 
 Each opens eagerly and decodes its first frame at once, so a corrupt file, a dead URL or a
 /dev/video node that is not a camera fails at open with a message naming it, not later mid-run.
+A file that goes bad later is told apart from one that ended: its container says how many frames
+it has, so an undecodable frame is skipped (and said once) and a file that cannot be read on before
+its last frame (truncated while playing) is a SourceError, not a quiet end.
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.noise import quiet_opencv
 from edge.sources.base import Frame, SourceError
 
 log = logging.getLogger(__name__)
+quiet_opencv()  # FFmpeg would print every damaged macroblock; the sources say once what matters
 
 # A stream that stops sending must not block the capture thread (and so a clean stop) forever.
 STREAM_TIMEOUT_MS = 5000
+# Undecodable frames in a row after which a file counts as unreadable from there on (truncated).
+MAX_BAD_FRAMES = 30
 
 
 def redact(url: str) -> str:
@@ -70,12 +77,16 @@ class VideoFileSource(_OpenCVSource):
             raise SourceError(f"{path}: no such video file")
         super().__init__(str(path), cv2.VideoCapture(str(path)), "not a readable video (corrupt or unsupported codec)")
         self._loop = loop
+        self._count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # 0 when the container does not say
+        self._position = 0  # frames of this pass consumed, read or skipped
+        self.skipped = 0
 
     def read(self) -> Frame | None:
-        image = self._grab()
+        image = self._next_image()
         if image is None and self._loop and self._index > 0:
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            image = self._grab()
+            self._position = 0
+            image = self._next_image()
         if image is None:
             return None
         # Position from the frame count, not CAP_PROP_POS_MSEC: it keeps growing across loops, so a
@@ -84,6 +95,22 @@ class VideoFileSource(_OpenCVSource):
         frame = Frame(image, None, self._index, ts)
         self._index += 1
         return frame
+
+    def _next_image(self) -> np.ndarray | None:
+        """The next decodable frame of this pass; None at its end; SourceError when it cannot be read on."""
+        for bad in range(MAX_BAD_FRAMES + 1):
+            image = self._grab()
+            self._position += 1
+            if image is not None:
+                if bad and self.skipped == bad:  # the first undecodable frames, now known to be skippable
+                    log.warning("%s: %d undecodable frames skipped before frame %d", self.name, bad, self._index)
+                return image
+            if self._position > self._count:
+                return None
+            self._index += 1  # the gap in the frame numbers is the skipped frame
+            self.skipped += 1
+        raise SourceError(f"{self.name}: unreadable from frame {self._index - MAX_BAD_FRAMES - 1} of {self._count} on "
+                          "(truncated or corrupt)")  # fmt: skip
 
 
 class StreamSource(_OpenCVSource):

@@ -4,7 +4,9 @@ A live camera does not wait for a slow consumer; queueing its frames would only 
 emotion published would be seconds old). So the capture thread overwrites the one waiting frame
 and counts what it overwrote. File sources cannot be dropped from without losing data, so for them
 the thread waits for the consumer instead. A live source that fails is reopened with exponential
-backoff, forever: an unplugged camera must not end a service that should resume when it returns.
+backoff (capped at a few seconds, so a camera back from a reboot is found soon), forever: an unplugged
+camera must not end a service that should resume when it returns. A file source that fails is an
+error for the consumer to raise, never a quiet end.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ class LatestFrameReader:
     (``ended`` tells which). Live frames are renumbered by the reader, so gaps in ``index`` are the
     dropped frames across reconnects too. ``capture_ms`` is a moving average of the time spent in
     the source's ``read()``, which for a camera includes waiting for its next frame. ``state`` is
-    "running", "reconnecting" or "ended", for health reporting.
+    "running", "reconnecting" or "ended", and ``reconnects`` counts the times a lost live source came
+    back, for health reporting.
     """
 
     def __init__(
-        self, opener: Callable[[], FrameSource], *, retry_initial: float = 1.0, retry_max: float = 30.0
+        self, opener: Callable[[], FrameSource], *, retry_initial: float = 0.5, retry_max: float = 5.0
     ) -> None:
         self._opener = opener
         self._source = opener()
@@ -47,6 +50,7 @@ class LatestFrameReader:
         self._error: SourceError | None = None
         self._captured = 0
         self.state = RUNNING
+        self.reconnects = 0
         self.dropped = 0
         self.capture_ms = 0.0
         self._thread = threading.Thread(target=self._run, name=f"capture {self.name}", daemon=True)
@@ -135,6 +139,7 @@ class LatestFrameReader:
                 delay = min(delay * 2, retry_max)
                 continue
             log.info("%s: capturing again", self.name)
+            self.reconnects += 1
             self.state = RUNNING
             return True
         return False

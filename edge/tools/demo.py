@@ -100,7 +100,7 @@ class _Printer:
         """Clear the demo device's retained topics so the broker keeps nothing of a demo."""
         self.client.unsubscribe(f"{self.topics.base}/#")
         t = self.topics
-        for topic in (t.availability, t.state, t.stats, t.scores, t.enabled, t.summary):
+        for topic in (t.availability, t.state, t.stats, t.scores, t.enabled, t.summary, t.camera):
             self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()

@@ -7,11 +7,13 @@ and backend, and does the quantisation arithmetic the int8 model needs; the benc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from edge.noise import stderr_to_log
 from edge.vision.emotions import face_to_input
 from edge.vision.litert import interpreter_class
 from edge.vision.model_card import ModelCard, ModelError, TensorSpec, card_path, sha256_of
@@ -20,6 +22,8 @@ from edge.vision.model_card import ModelCard, ModelError, TensorSpec, card_path,
 # it carries (pyproject.toml's package data), so the shipped model is found either way.
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_MODEL = MODELS_DIR / "emotion_int8.tflite"
+
+log = logging.getLogger(__name__)
 
 
 class EmotionClassifier:
@@ -31,7 +35,8 @@ class EmotionClassifier:
         interpreter, self.backend = interpreter_class(backend)
         try:
             self._interpreter = interpreter(model_content=content, num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with stderr_to_log(log):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." at every start
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{name}: not a usable TFLite model ({exc})") from None
         input_details = self._interpreter.get_input_details()[0]

@@ -1,0 +1,48 @@
+"""Third-party libraries that talk on the process's stderr, routed through our logging or silenced.
+
+The C++ runtimes under us print straight to file descriptor 2, where a user reading the journal
+cannot tell them from our own lines: LiteRT announces "INFO: Created TensorFlow Lite XNNPACK
+delegate for CPU." at every start, FFmpeg reports every damaged macroblock of a corrupt video
+("[mpeg4 @ 0x…] header damaged") and OpenCV warns about every stream timeout. What they say that
+matters reaches the user as our one line (a SourceError, a ModelError, "frames skipped"); the rest
+is kept at debug level (LiteRT) or not produced at all (OpenCV, FFmpeg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+
+def quiet_opencv() -> None:
+    """OpenCV's own messages at ERROR and above only, FFmpeg's none; call before the first capture."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read at the first FFmpeg capture
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+@contextlib.contextmanager
+def stderr_to_log(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[None]:
+    """Whatever native code writes to fd 2 inside the block becomes lines of ``logger`` at ``level``."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon with fd 2 closed): nothing to route
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    logger.log(level, "%s", line.strip())

@@ -1,0 +1,118 @@
+"""The outbox's journal on a real SQLite file: what survives a restart, what the bounds drop, and
+that an event the broker acknowledges before the next sync never costs a write."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.mqtt.outbox import Outbox
+
+
+def outbox(path: Path | None, **bounds: float) -> Outbox:
+    settings = {"max_events": 100, "max_age": 3600.0, "sync_interval": 0.1} | bounds
+    return Outbox(path, **settings)  # type: ignore[arg-type]
+
+
+def drain(box: Outbox) -> list[str]:
+    payloads = []
+    while (entry := box.take()) is not None:
+        payloads.append(entry.payload)
+    return payloads
+
+
+def test_unacknowledged_events_survive_a_restart_in_order_and_acknowledged_ones_leave(tmp_path: Path) -> None:
+    journal = tmp_path / "state" / "outbox.db"
+    first = outbox(journal)
+    for n in range(5):
+        first.append("t/events", f"e{n}", 1)
+    first.sync()
+    acked = first.take()
+    assert acked is not None and acked.payload == "e0"
+    first.acked(acked.id)
+    first.close()  # writes the rest and forgets e0
+    with sqlite3.connect(journal) as db:
+        assert [row[0] for row in db.execute("SELECT payload FROM outbox ORDER BY id")] == ["e1", "e2", "e3", "e4"]
+
+    second = outbox(journal)
+    second.append("t/events", "new", 1)
+    assert drain(second) == ["e1", "e2", "e3", "e4", "new"], "the last run's events go first"
+    second.rewind()  # a lost connection: everything unacknowledged is sent again, from the oldest
+    assert drain(second) == ["e1", "e2", "e3", "e4", "new"]
+    second.close()
+
+
+def test_an_event_acknowledged_before_the_sync_is_never_written(tmp_path: Path) -> None:
+    """With the broker there, the SD card sees nothing: the journal only takes what is still waiting."""
+    journal = tmp_path / "outbox.db"
+    box = outbox(journal)
+    box.sync()
+    wal = journal.with_name("outbox.db-wal")
+    before = wal.stat().st_size if wal.exists() else 0
+    for n in range(50):
+        box.append("t/events", f"e{n}", 1)
+        entry = box.take()
+        assert entry is not None
+        box.acked(entry.id)
+        box.sync()
+    assert (wal.stat().st_size if wal.exists() else 0) == before
+    box.append("t/events", "waiting", 1)
+    time.sleep(box.sync_interval / 10)  # past the grace an acknowledgement gets
+    box.sync()
+    assert wal.stat().st_size > before, "an unacknowledged event is written at the sync"
+    box.close()
+
+
+def test_a_sync_leaves_events_younger_than_a_tenth_of_the_interval_for_the_next_one(tmp_path: Path) -> None:
+    """A broker over Wi-Fi acknowledges in tens of milliseconds: an event just handed over is not
+    written yet, and the next sync, nine tenths of the interval later, writes it if it must."""
+    journal = tmp_path / "outbox.db"
+    box = outbox(journal, sync_interval=1.0)
+    box.append("t/events", "young", 1)
+    box.sync()
+    rows = lambda: sqlite3.connect(journal).execute("SELECT payload FROM outbox").fetchall()  # noqa: E731
+    assert rows() == []
+    time.sleep(0.1)
+    box.sync()
+    assert rows() == [("young",)]
+    box.close()
+
+
+def test_the_count_bound_drops_the_oldest_counts_them_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = outbox(tmp_path / "outbox.db", max_events=3)
+    with caplog.at_level(logging.WARNING):
+        for n in range(10):
+            box.append("t/events", f"e{n}", 1)
+    assert (box.depth, box.dropped) == (3, 7)
+    assert drain(box) == ["e7", "e8", "e9"]
+    assert caplog.text.count("dropping the oldest events") == 1
+    box.close()
+
+
+def test_the_age_bound_drops_what_waited_too_long_even_across_a_restart(tmp_path: Path) -> None:
+    journal = tmp_path / "outbox.db"
+    box = outbox(journal, max_age=0.3)
+    box.append("t/events", "old", 1)
+    box.close()
+    time.sleep(0.4)
+    again = outbox(journal, max_age=0.3)
+    again.append("t/events", "fresh", 1)
+    assert drain(again) == ["fresh"]
+    assert again.dropped == 1
+    again.close()
+    with sqlite3.connect(journal) as db:
+        assert [row[0] for row in db.execute("SELECT payload FROM outbox")] == ["fresh"]
+
+
+def test_without_a_file_the_outbox_is_memory_only(tmp_path: Path) -> None:
+    box = outbox(None)
+    box.append("t/events", "e0", 1)
+    box.start()
+    box.close()
+    assert drain(box) == ["e0"] and list(tmp_path.iterdir()) == []
