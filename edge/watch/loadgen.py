@@ -56,9 +56,7 @@ def device_events(device: str, count: int, rng: random.Random, start: float) -> 
             before = previous if kind == "change" else None
             event = FakeEvent(kind, track, emotion, scores[emotion], scores, (10, 20, 100, 100), started, t, before)
             previous = emotion
-            body = payloads.event(event, device=device, wall=t, labels=EMOTIONS)
-            body.update(run=run, seq=len(bodies) + 1)
-            bodies.append(body)
+            bodies.append(payloads.event(event, device=device, wall=t, labels=EMOTIONS, run=run, seq=len(bodies) + 1))
             t += 1.0
     return bodies
 
