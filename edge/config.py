@@ -399,7 +399,7 @@ def _check(spec: dataclasses.Field, value: Any) -> Any:
         noun = "an integer" if kind is int else "a number"
         if isinstance(value, bool) or not ok_type or (lo is not None and not lo <= value <= hi):
             raise ValueError(f"expected {noun}{span}, got {_show(value)}")
-        return kind(value)
+        return int(value) if kind is int else float(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {_show(value)}")
     if choices is not None and value not in choices:

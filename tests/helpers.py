@@ -19,12 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = "testpi"  # the device id the service tests run as
 MOSQUITTO = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto")
+
+
+def read_image(path: Path | str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """A committed fixture image; fails the test naming the file when it cannot be read."""
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        pytest.fail(f"{path}: cannot read the fixture image")
+    return image
 
 
 def free_port() -> int:
@@ -67,10 +77,12 @@ class Broker:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Broker:
+        assert MOSQUITTO is not None, "the broker fixtures skip without mosquitto"
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 10, "mosquitto to listen")
-        if self.process.poll() is not None:
+            process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        self.process = process
+        wait_until(lambda: port_open(self.port) or process.poll() is not None, 10, "mosquitto to listen")
+        if process.poll() is not None:
             pytest.fail(f"mosquitto exited at start: {self.log.read_text()}")
         return self
 
@@ -157,6 +169,7 @@ class ServiceProcess:
         self._reader.start()
 
     def _read(self) -> None:
+        assert self.process.stderr is not None
         for line in self.process.stderr:
             self.times.append(time.monotonic())
             self.lines.append(line.rstrip("\n"))

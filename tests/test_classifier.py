@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import read_image
 
 from edge.vision.classifier import DEFAULT_MODEL, EmotionClassifier
 from edge.vision.emotions import EMOTIONS
@@ -28,7 +29,7 @@ def fixture_faces(split: str) -> tuple[list[np.ndarray], np.ndarray]:
     faces, labels = [], []
     for label, name in enumerate(EMOTIONS):
         for file in sorted((FER / split / name).glob("*.jpg")):
-            faces.append(cv2.imread(str(file), cv2.IMREAD_GRAYSCALE))
+            faces.append(read_image(file, cv2.IMREAD_GRAYSCALE))
             labels.append(label)
     return faces, np.array(labels)
 

@@ -118,9 +118,9 @@ def test_bench_delegates_and_prints_figures(edge_env: dict[str, str]) -> None:
 
 
 def demo_lines(stdout: str) -> list[tuple[str, str]]:
-    lines = [tuple(line.split(" ", 1)) for line in stdout.splitlines()]
-    assert all(len(line) == 2 for line in lines), stdout
-    return lines
+    pairs = [line.split(" ", 1) for line in stdout.splitlines()]
+    assert all(len(pair) == 2 for pair in pairs), stdout
+    return [(topic, payload) for topic, payload in pairs]
 
 
 def test_demo_prints_what_a_subscriber_receives_and_leaves_nothing_retained(

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import read_image
 
 from edge.vision.emotions import EMOTIONS
 from training.data import DataError, load_dataset, load_split
@@ -17,7 +18,7 @@ from training.data import DataError, load_dataset, load_split
 FER = Path(__file__).parent / "fixtures" / "fer"
 
 
-def write_fer_csv(path: Path, rows: list[tuple[str, str, str]], header=("emotion", "pixels", "Usage")) -> Path:
+def write_fer_csv(path: Path, rows: list[tuple[str, ...]], header=("emotion", "pixels", "Usage")) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -31,7 +32,7 @@ def fixture_rows() -> list[tuple[str, str, str]]:
     for split, usage in (("train", "Training"), ("test", "PublicTest")):
         for label, name in enumerate(EMOTIONS):
             for file in sorted((FER / split / name).glob("*.jpg")):
-                pixels = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+                pixels = read_image(file, cv2.IMREAD_GRAYSCALE)
                 rows.append((str(label), " ".join(map(str, pixels.ravel())), usage))
     return rows
 

@@ -457,6 +457,7 @@ FUNCTIONS
 
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"user root\npersistence false\n{(tmp_path / 'conf.d' / 'emotion-edge.conf').read_text()}")
+    assert MOSQUITTO is not None
     process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: port_open(port), 10, "mosquitto on the generated configuration")

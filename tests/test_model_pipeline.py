@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import read_image
 
 from convert.__main__ import main as convert_main
 from convert.quantize import ConversionError, ConvertConfig, convert
@@ -141,7 +142,7 @@ def test_a_wider_run_grows_from_a_narrower_model(run_dir, tmp_path):
 def fixture_faces() -> np.ndarray:
     import cv2
 
-    faces = np.stack([cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) for path in sorted(FER.glob("*/*/*.jpg"))])
+    faces = np.stack([read_image(path, cv2.IMREAD_GRAYSCALE) for path in sorted(FER.glob("*/*/*.jpg"))])
     return faces[..., None].astype("float32") / 255.0
 
 

@@ -175,7 +175,7 @@ def test_tls_with_client_certificate_and_password(
     wrong = publishers(make_config(tmp_path, broker.port, username="pi", password="wrong", **tls))
     wrong.start()
     refused = lambda: [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]  # noqa: E731
-    wait_until(lambda: refused(), 15, "the broker to refuse a wrong password")
+    wait_until(lambda: bool(refused()), 15, "the broker to refuse a wrong password")
     assert refused() == [f"MQTT: broker 127.0.0.1:{broker.port} refused the connection: Not authorized"]
     assert not wrong.connected
 

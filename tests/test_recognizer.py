@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import read_image
 
 from edge.pipeline import crop
 from edge.recognizer import EmotionRecognizer
@@ -33,7 +34,7 @@ def recognizer() -> EmotionRecognizer:
 
 @pytest.fixture(scope="module")
 def three_faces() -> np.ndarray:
-    return cv2.imread(str(MEDIA / "three_faces.jpg"))
+    return read_image(MEDIA / "three_faces.jpg")
 
 
 def area(box: Box) -> int:

@@ -161,7 +161,7 @@ def test_sd_notify_ready_watchdog_and_stopping(
         sock.settimeout(30)
         env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
         run = service(broker.port, "--source", str(DEMO_CLIP), "--max-frames", "20", env=env)
-        received = []
+        received: list[str] = []
         while not any("STOPPING=1" in m for m in received):
             try:
                 received.append(sock.recv(4096).decode())

@@ -257,7 +257,7 @@ class ClipCamera(VideoFileSource):
         self.vanish_after = vanish_after
         self.read_event = threading.Event()
 
-    def read(self) -> Frame:
+    def read(self) -> Frame | None:
         if self.vanish_after is not None and self.reads >= self.vanish_after:
             raise SourceError("/dev/video0: camera stopped delivering frames (unplugged?)")
         self.reads += 1

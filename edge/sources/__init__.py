@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import re
 from pathlib import Path
+from typing import Any
 
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.images import IMAGE_SUFFIXES, FolderSource, ImageSource
@@ -40,7 +41,7 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
     behind their timestamps; video files keep their own rate. ``loop`` restarts file sources at
     their end (a stand-in camera for demos) and is meaningless for live ones.
     """
-    camera = {"width": width, "height": height, "fps": fps}
+    camera: dict[str, Any] = {"width": width, "height": height, "fps": fps}
     if spec == "auto":
         return _first_camera(**camera)
     if spec == "picamera2":

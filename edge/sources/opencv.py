@@ -43,9 +43,10 @@ class _OpenCVSource:
         self._capture = capture
         self._index = 0
         ok, image = capture.read() if capture.isOpened() else (False, None)
-        if not ok:
+        if not ok or image is None:
             capture.release()
             raise SourceError(f"{name}: {unreadable}")
+        self.size = (image.shape[1], image.shape[0])  # (width, height) of the first frame, read at open
         self._pending: np.ndarray | None = image
         self.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
 
@@ -143,9 +144,8 @@ class WebcamSource(_OpenCVSource):
             if value:
                 capture.set(prop, value)
         super().__init__(name, capture, "not a camera that delivers frames (busy, or a metadata node?)")
-        got = self._pending.shape[1::-1]  # the first frame, read at open
-        if tuple(got) != (width, height):
-            log.info("%s: camera gives %dx%d instead of the %dx%d asked for", name, *got, width, height)
+        if self.size != (width, height):
+            log.info("%s: camera gives %dx%d instead of the %dx%d asked for", name, *self.size, width, height)
 
     def read(self) -> Frame:
         return self._live_frame("camera stopped delivering frames (unplugged?)")

@@ -9,6 +9,7 @@ which is RGB888 (B, G, R byte order in memory: OpenCV's BGR, despite the name).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from edge.sources.base import Frame, SourceError
 
@@ -35,7 +36,7 @@ class Picamera2Source:
             raise SourceError("picamera2: no camera attached (check the ribbon cable; `rpicam-hello --list-cameras`)")
         self.fps = float(fps)
         self._index = 0
-        self._camera = None
+        self._camera: Any = None  # a Picamera2, once it opened
         try:
             self._camera = Picamera2(camera)
             config = self._camera.create_video_configuration(

@@ -69,7 +69,7 @@ class VideoWriter:
         if not path.parent.is_dir():
             raise AnnotateError(f"{path}: folder {path.parent} does not exist")
         self.path = path
-        self._fourcc = cv2.VideoWriter_fourcc(*codec)
+        self._fourcc = cv2.VideoWriter.fourcc(*codec)
         self._fps = fps if fps > 0 else 15.0
         self._writer: cv2.VideoWriter | None = None
 
@@ -92,7 +92,7 @@ class ImageWriter:
     def __init__(self, out: Path, paths: list[Path]) -> None:
         self._paths = paths
         self._file = out if len(paths) == 1 and out.suffix.lower() in IMAGE_SUFFIXES else None
-        self._folder = out if self._file is None else None
+        self._out = out
         target = self._file.parent if self._file else out
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ class ImageWriter:
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         source = self._paths[frame.index % len(self._paths)]
-        path = self._file or self._folder / source.name
+        path = self._file or self._out / source.name
         if not cv2.imwrite(str(path), image):
             raise AnnotateError(f"{path}: cannot write image")
 
