@@ -87,7 +87,7 @@ class DetectorConfig:
     )
     scale_factor: float = setting(1.2, lo=1.01, hi=2.0, doc="image pyramid step: smaller finds more faces, slower")
     min_neighbors: int = setting(
-        5, lo=0, hi=50, doc="overlapping hits needed to accept a face: higher, fewer false faces"
+        3, lo=0, hi=50, doc="overlapping hits needed to accept a face: higher, fewer false faces"
     )
     min_size: int = setting(40, lo=8, hi=4096, doc="smallest face in full-resolution pixels")
     detect_width: int = setting(

@@ -106,7 +106,9 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FrameResult:
         started = time.perf_counter()
-        boxes = self.scanner.scan(frame, [track.box for track in self.tracker.followed])
+        followed = self.tracker.followed
+        holdable = [bool(t.id) and frame.ts - t.detected < self.hold for t in followed]
+        boxes = self.scanner.scan(frame, [t.box for t in followed], holdable)
         detected = time.perf_counter()
         crops = [crop(frame.image, box) for box in boxes]
         thumbs = [thumbnail(face) for face in crops]

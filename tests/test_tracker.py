@@ -44,12 +44,13 @@ def test_a_jump_without_overlap_still_matches_when_the_centre_is_close():
     assert [(e.kind, e.track) for e in events] == [(START, 2)]
 
 
-def test_scores_are_an_exponential_moving_average():
-    t = tracker(smoothing=0.6)
+def test_scores_are_an_exponential_moving_average_with_a_time_constant():
+    t = tracker(smoothing=0.2)  # seconds: after 0.1 s the past keeps exp(-0.1 / 0.2) of its weight
     t.update([(0, 0, 50, 50)], HAPPY[None], 0.0)
     t.update([(0, 0, 50, 50)], SAD[None], 0.1)
     (track,) = t.tracks
-    expected = 0.6 * HAPPY + 0.4 * SAD
+    past = np.exp(-0.5)
+    expected = past * HAPPY + (1 - past) * SAD
     assert track.scores == {e: pytest.approx(float(p), abs=1e-4) for e, p in zip(EMOTIONS, expected)}
     assert track.emotion == "happy" and track.confidence == pytest.approx(expected[3], abs=1e-4)
 
@@ -68,7 +69,7 @@ def test_hysteresis_holds_the_label_until_the_new_one_leads_by_the_margin():
 
 
 def test_smoothing_stops_a_one_frame_flicker():
-    t = tracker()  # the defaults: smoothing 0.6, hysteresis 0.1
+    t = tracker()  # the defaults: smoothing 0.3 s, hysteresis 0.1
     t.update([(0, 0, 50, 50)], HAPPY[None], 0.0)
     for i in range(1, 20):
         row = SAD if i % 7 == 0 else HAPPY  # a misclassified frame now and then

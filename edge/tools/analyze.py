@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edge.config import Config
-from edge.pipeline import FrameResult, Pipeline
+from edge.pipeline import Backfill, FrameResult, Pipeline
 from edge.sources import FolderSource, ImageSource, SourceError, open_source
 from edge.tools.annotate import AnnotateError, draw, open_writer
 from edge.vision.detector import DetectorError
@@ -188,6 +188,16 @@ def run(
     stills = isinstance(source, (ImageSource, FolderSource))
     if stills:
         pipeline.tracker.min_hits = 1
+        pipeline.scanner.full_scan_interval = 0  # unrelated pictures: each is searched whole
+    backfill = Backfill(pipeline.tracker.min_hits)  # a face is reported from its first frame
+
+    def emit(results: list[FrameResult]) -> None:
+        for done in results:
+            records.write(done)
+            totals.add(done)
+            if writer:
+                writer.write(done.frame, draw(done.frame.image, done.tracks))
+
     records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, pipeline.classifier.labels)
     totals = Summary(source.name, pipeline.classifier.labels, source.fps)
     try:
@@ -195,10 +205,8 @@ def run(
             result = pipeline.process(frame)
             if stills:
                 pipeline.tracker.close(frame.ts)
-            records.write(result)
-            totals.add(result)
-            if writer:
-                writer.write(frame, draw(frame.image, result.tracks))
+            emit(backfill.push(result))
+        emit(backfill.flush())
     except (SourceError, AnnotateError) as exc:
         err.write(f"analyze: {exc}\n")
         return 1

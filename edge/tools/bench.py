@@ -108,6 +108,7 @@ def run(
         "frames": count,
         "faces_per_frame": round(sum(faces) / count, 2),
         "full_scans": round(pipeline.scanner.full_scans / max(1, count + warmup), 3),
+        "region_scans": round(pipeline.scanner.region_scans / max(1, count + warmup), 3),
         "fps": round(count / wall, 1),
         "cpu_ms_per_frame": round(cpu * 1000.0 / count, 2),
         "stages_ms": {stage: round(statistics.fmean(values), 2) for stage, values in samples.items()},
@@ -176,7 +177,7 @@ def to_text(report: dict[str, Any]) -> str:
         f"source: {report['source']} ({report['resolution']}, {report['faces_per_frame']} faces/frame, "
         f"{report['frames']} frames)\n"
         f"fps: {report['fps']}  (cpu {report['cpu_ms_per_frame']} ms/frame)\n"
-        f"ms per frame: {stages}  (full-frame scans on {report['full_scans']:.0%} of frames)\n"
+        f"ms per frame: {stages}  (full scans on {report['full_scans']:.0%} of frames, changed regions on {report['region_scans']:.0%})\n"
         f"memory: rss {report['rss_mb']} MiB, peak {report['peak_rss_mb']} MiB\n"
         f"classifier: {report['backend']}, model {report['model_sha256'][:12]}\n"
         f"machine: {report['machine']}\n" + (truth_text(report["truth"]) if "truth" in report else "")

@@ -40,8 +40,10 @@ class Detector(Protocol):
 
 
 class RegionDetector(Detector, Protocol):
-    """A detector that can also look for one face of about a known size near a known place, at full
-    resolution: what ``edge.vision.scan.Scanner`` asks for between full-frame scans."""
+    """A detector that can also scan part of a frame, and look for one face of about a known size near a
+    known place at full resolution: what ``edge.vision.scan.Scanner`` asks for between full-frame scans."""
+
+    def detect(self, frame: Frame, region: Box | None = None) -> list[Box]: ...
 
     def detect_near(self, frame: Frame, box: Box, margin: float) -> list[Box]: ...
 
@@ -87,7 +89,7 @@ class HaarDetector:
         self,
         cascade: str | None = None,
         scale_factor: float = 1.2,
-        min_neighbors: int = 5,
+        min_neighbors: int = 3,
         min_size: int = 40,
         detect_width: int = 320,
     ) -> None:
@@ -106,7 +108,8 @@ class HaarDetector:
         self.min_size = min_size
         self.detect_width = detect_width
 
-    def detect(self, frame: Frame) -> list[Box]:
+    def detect(self, frame: Frame, region: Box | None = None) -> list[Box]:
+        """Faces on the frame, or only within ``region`` (full-resolution pixels) at the same scale."""
         height, width = frame.image.shape[:2]
         plane = frame.gray if frame.gray is not None else frame.image
         if plane.shape[1] > self.detect_width:
@@ -114,13 +117,17 @@ class HaarDetector:
             plane = cv2.resize(plane, (self.detect_width, scaled_height), interpolation=cv2.INTER_AREA)
         gray = to_gray(plane)
         scale = width / gray.shape[1]  # full-resolution pixels per detection pixel
+        x0 = y0 = 0
+        if region is not None:
+            x0, y0 = int(region[0] / scale), int(region[1] / scale)
+            gray = gray[y0 : int((region[1] + region[3]) / scale) + 1, x0 : int((region[0] + region[2]) / scale) + 1]
         min_size = max(1, round(self.min_size / scale))
         found = self._cascade.detectMultiScale(
             gray, self.scale_factor, self.min_neighbors, minSize=(min_size, min_size)
         )
         # OpenCV's multithreaded cascade lists faces in an order that can change from call to call;
         # left to right makes results repeatable and gives faces arriving together ids in that order.
-        return sorted(_to_frame(found, scale, 0, 0, width, height))
+        return sorted(_to_frame(found, scale, round(x0 * scale), round(y0 * scale), width, height))
 
     def detect_near(self, frame: Frame, box: Box, margin: float = 0.5) -> list[Box]:
         """Faces of 0.7-1.4x ``box``'s size within ``box`` grown by ``margin``: the region is cut from the
