@@ -177,7 +177,8 @@ def to_text(report: dict[str, Any]) -> str:
         f"source: {report['source']} ({report['resolution']}, {report['faces_per_frame']} faces/frame, "
         f"{report['frames']} frames)\n"
         f"fps: {report['fps']}  (cpu {report['cpu_ms_per_frame']} ms/frame)\n"
-        f"ms per frame: {stages}  (full scans on {report['full_scans']:.0%} of frames, changed regions on {report['region_scans']:.0%})\n"
+        f"ms per frame: {stages}\n"
+        f"scans: full frame on {report['full_scans']:.0%} of frames, changed regions on {report['region_scans']:.0%}\n"
         f"memory: rss {report['rss_mb']} MiB, peak {report['peak_rss_mb']} MiB\n"
         f"classifier: {report['backend']}, model {report['model_sha256'][:12]}\n"
         f"machine: {report['machine']}\n" + (truth_text(report["truth"]) if "truth" in report else "")
