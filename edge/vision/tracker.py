@@ -230,7 +230,12 @@ class FaceTracker:
         pairs = []
         for k, track in enumerate(known):
             for i, box in enumerate(boxes):
-                if thumbs is not None and comparable(track, box) and likeness(track.thumb, thumbs[i]) < self.appearance:
+                if (
+                    self.appearance > 0
+                    and thumbs is not None
+                    and comparable(track, box)
+                    and likeness(track.thumb, thumbs[i]) < self.appearance
+                ):
                     continue  # somebody else
                 overlap = iou(track.box, box)
                 if overlap >= self.iou_threshold:
@@ -284,10 +289,12 @@ class FaceTracker:
         current = self.labels.index(track.emotion)
         leads = top != current and track.smoothed[top] - track.smoothed[current] > self.hysteresis
         label, since = track.streak
-        steady = self.steady > 0 and label != current and ts - since >= self.steady
+        steady = self.steady > 0 and label != current and ts - since >= self.steady - 1e-9
         changed = leads or steady
-        if changed:
-            track.emotion = self.labels[label if steady and not leads else top]
+        if steady:  # the evidence is the new emotion's: the average starts again from it
+            track.emotion, track.smoothed = self.labels[label], raw
+        elif changed:
+            track.emotion = self.labels[top]
         self._refresh(track)
         return self._event(CHANGE, track, ts) if changed else None
 
