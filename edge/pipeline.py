@@ -19,7 +19,7 @@ from edge.sources import Frame
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.detector import Box, Detector, create_detector
 from edge.vision.scan import Scanner
-from edge.vision.tracker import START, FaceTracker, Track, TrackEvent, likeness, thumbnail
+from edge.vision.tracker import START, FaceTracker, Track, TrackEvent, iou, likeness, thumbnail
 
 # A followed face whose thumbnail correlates less than this with its look when last classified changed
 # enough (a new expression, a turn) to be classified again before ``reclassify`` is due.
@@ -140,11 +140,15 @@ class Pipeline:
         if self.hold <= 0:
             return
         matched = {id(owner) for owner in owners if owner is not None}
+        taken = [t.box for t in self.tracker.tracks if t.last_seen == frame.ts]
         for track in self.tracker.tracks:
             if id(track) in matched or frame.ts - track.detected > self.hold:
                 continue
+            if any(iou(track.box, box) > 0.3 for box in taken):  # its face went to another track
+                continue
             if likeness(track.thumb, thumbnail(crop(frame.image, track.box))) >= HOLD_LIKENESS:
                 self.tracker.hold(track, frame.ts)
+                taken.append(track.box)
 
 
 class Backfill:

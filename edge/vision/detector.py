@@ -29,6 +29,10 @@ DEBIAN_CASCADES = Path("/usr/share/opencv4/haarcascades")
 # scan's since there are few of them.
 NEAR_FACE = 40
 NEAR_SCALE_FACTOR = 1.1
+# Its boxes come out larger than a full scan's around the same face (1.086 against 1.026 times the face's
+# side, on the committed truth clips), and a looser crop is classified worse (docs/model.md): so they are
+# shrunk to frame the face as a full scan does.
+NEAR_BOX_SHRINK = 0.945
 
 
 class DetectorError(RuntimeError):
@@ -150,7 +154,14 @@ class HaarDetector:
         found = self._cascade.detectMultiScale(
             region, NEAR_SCALE_FACTOR, self.min_neighbors, minSize=(smallest, smallest), maxSize=(largest, largest)
         )
-        return sorted(_to_frame(found, scale, x, y, width, height))
+        return sorted(_shrink(b, NEAR_BOX_SHRINK) for b in _to_frame(found, scale, x, y, width, height))
+
+
+def _shrink(box: Box, factor: float) -> Box:
+    """``box`` scaled by ``factor`` about its centre."""
+    x, y, w, h = box
+    nw, nh = round(w * factor), round(h * factor)
+    return x + (w - nw) // 2, y + (h - nh) // 2, nw, nh
 
 
 def _to_frame(found: Any, scale: float, x: int, y: int, width: int, height: int) -> list[Box]:
