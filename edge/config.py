@@ -131,7 +131,7 @@ class TrackerConfig:
     """Following faces across frames and turning their emotions into events."""
 
     smoothing: float = setting(
-        0.3,
+        0.15,
         lo=0,
         hi=30,
         doc="seconds: time constant of each face's running probabilities, the same at any frame rate (0 = none)",

@@ -86,7 +86,7 @@ def test_summary_file_has_predominant_emotions_and_shares(tmp_path):
     for track in summary["per_track"]:  # the summary is what the per-frame records add up to
         labels = [f["emotion"] for r in frames for f in r["faces"] if f["track"] == track["track"]]
         assert track["share"] == {e: round(labels.count(e) / len(labels), 4) for e in EMOTIONS}
-        assert track["predominant"] == max(EMOTIONS, key=labels.count)
+        assert labels.count(track["predominant"]) == max(labels.count(e) for e in EMOTIONS)  # a tie may go either way
     assert sum(summary["overall"]["share"].values()) == pytest.approx(1.0, abs=1e-3)
 
 

@@ -74,7 +74,7 @@ def test_hysteresis_holds_the_label_until_the_new_one_leads_by_the_margin():
 
 
 def test_smoothing_stops_a_one_frame_flicker():
-    t = tracker()  # the defaults: smoothing 0.3 s, hysteresis 0.1
+    t = tracker()  # the defaults: smoothing 0.15 s, hysteresis 0.1
     t.update([(0, 0, 50, 50)], HAPPY[None], 0.0)
     for i in range(1, 20):
         row = SAD if i % 7 == 0 else HAPPY  # a misclassified frame now and then

@@ -55,7 +55,8 @@ def comparable(track: Track, box: Box) -> bool:
 
     A cascade's box around one face now and then comes out a quarter bigger or smaller, and the same
     face framed differently looks like another (0.23 on the bundled clip, where two people give 0.35-0.54
-    and one person frame to frame 0.88); such a box is matched by position only and leaves the look as is."""
+    and one person frame to frame 0.88); such a box is matched by position only (its look becomes the
+    track's, so the next like-sized box is compared with it)."""
     return track.thumb_size > 0 and abs(box[2] - track.thumb_size) <= 0.2 * track.thumb_size
 
 
@@ -125,7 +126,7 @@ class FaceTracker:
     def __init__(
         self,
         labels: Sequence[str],
-        smoothing: float = 0.3,
+        smoothing: float = 0.15,
         hysteresis: float = 0.1,
         max_missing: float = 1.0,
         iou_threshold: float = 0.3,
@@ -271,7 +272,7 @@ class FaceTracker:
     def _observe(
         self, track: Track, box: Box, probs: np.ndarray | None, ts: float, thumb: np.ndarray | None
     ) -> TrackEvent | None:
-        if thumb is not None and (track.thumb is None or comparable(track, box)):
+        if thumb is not None:
             track.thumb, track.thumb_size = thumb, box[2]
         track.box = tuple(box)
         track.last_seen = track.detected = ts
