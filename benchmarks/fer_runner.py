@@ -10,7 +10,7 @@ import sys
 import time
 
 import cv2
-from fer.fer import FER
+from fer.fer import FER  # type: ignore[import-not-found]  # only in fer's own venv
 
 
 def main() -> int:

@@ -14,11 +14,12 @@ import os
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge.config import load
 from edge.tools import bench
 
-ROWS = [
+ROWS: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
     ("full scan every frame", {"detector.full_scan_interval": 0}),
     ("full scan every 1 s", {"detector.full_scan_interval": 1.0}),

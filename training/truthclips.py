@@ -107,7 +107,7 @@ class FrontalCheck:
     bad camera, which is what the truth clips are for."""
 
     def __init__(self) -> None:
-        root = Path(cv2.data.haarcascades)
+        root = Path(cv2.data.haarcascades)  # type: ignore[attr-defined]
         self._cascades = [cv2.CascadeClassifier(str(root / name)) for name in CHECK_CASCADES]
         self._known: dict[Path, bool] = {}
 
@@ -126,6 +126,8 @@ def random_person(
     while True:
         path = faces[label][rng.integers(len(faces[label]))]
         face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if face is None:
+            raise SystemExit(f"{path}: not a readable image")
         if frontal(path, face):
             break
     skin = rng.uniform(0.75, 1.0)
@@ -301,7 +303,7 @@ def _change(rng, faces, frontal, people, scene, camera, backdrops, first=False):
 
 def write_clip(images: Sequence[np.ndarray], truth: list[list[dict]], video: Path) -> Path:
     video.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
     if not writer.isOpened():
         raise SystemExit(f"{video}: cannot write a video here")
     for image in images:

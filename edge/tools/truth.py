@@ -109,18 +109,18 @@ def load_truth(path: str | Path, labels: Sequence[str]) -> list[list[Face]]:
         raise TruthError(f"{path}: not JSON ({exc})") from None
     if not isinstance(data, list):
         raise TruthError(f"{path}: expected a list with one entry per frame")
-    frames = []
+    frames: list[list[Face]] = []
     for n, entry in enumerate(data):
         try:
-            faces = [(tuple(int(v) for v in face["box"]), str(face["label"])) for face in entry]
+            raw = [([int(v) for v in face["box"]], str(face["label"])) for face in entry]
         except (TypeError, KeyError, ValueError):
             raise TruthError(f"{path}: frame {n}: expected a list of {{'box': [x, y, w, h], 'label': ...}}") from None
-        for box, label in faces:
+        for box, label in raw:
             if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
-                raise TruthError(f"{path}: frame {n}: box {list(box)} is not [x, y, w, h] with w, h > 0")
+                raise TruthError(f"{path}: frame {n}: box {box} is not [x, y, w, h] with w, h > 0")
             if label not in labels:
                 raise TruthError(f"{path}: frame {n}: unknown label {label!r}; expected one of {', '.join(labels)}")
-        frames.append(faces)  # type: ignore[arg-type]
+        frames.append([((box[0], box[1], box[2], box[3]), label) for box, label in raw])
     return frames
 
 

@@ -50,6 +50,12 @@ def likeness(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return 1.0 if a is None or b is None else float(np.dot(a, b))
 
 
+def as_box(box: Sequence[int]) -> Box:
+    """A box as plain ints (detectors hand in numpy ints, tuples or lists)."""
+    x, y, w, h = box
+    return int(x), int(y), int(w), int(h)
+
+
 def comparable(track: Track, box: Box) -> bool:
     """Whether ``box`` frames a face much as the box of the track's thumbnail did (sizes within 20%).
 
@@ -190,15 +196,16 @@ class FaceTracker:
                 events += [event] if event else []
             else:
                 track.hits += 1
-                track.sightings.append((ts, tuple(boxes[i])))
+                track.sightings.append((ts, as_box(boxes[i])))
                 seen.add(k)
         # A tentative track missed in this frame is forgotten; the rest keep their order of arrival,
         # so faces that appear together get their ids in detection order.
         self._tentative = [t for k, t in enumerate(candidates) if k in seen]
         for i in sorted(unmatched):
-            if probs[i] is None:  # a face nobody classified cannot start a track
+            row = probs[i]
+            if row is None:  # a face nobody classified cannot start a track
                 continue
-            self._tentative.append(self._new_track(boxes[i], probs[i], ts, thumbs[i]))
+            self._tentative.append(self._new_track(boxes[i], row, ts, thumbs[i]))
         for track in [t for t in self._tentative if t.hits >= self.min_hits]:
             self._tentative.remove(track)
             events.append(self._confirm(track, ts))
@@ -256,10 +263,10 @@ class FaceTracker:
     def _new_track(self, box: Box, probs: np.ndarray, ts: float, thumb: np.ndarray | None) -> Track:
         smoothed = np.asarray(probs, dtype=np.float64)
         top = int(smoothed.argmax())
-        track = Track(0, tuple(box), self.labels[top], 0.0, {}, ts, ts, smoothed, thumb=thumb, classified=ts)
+        track = Track(0, as_box(box), self.labels[top], 0.0, {}, ts, ts, smoothed, thumb=thumb, classified=ts)
         track.classified_look, track.detected, track.thumb_size = thumb, ts, box[2]
         track.streak = (top, ts)
-        track.sightings.append((ts, tuple(box)))
+        track.sightings.append((ts, as_box(box)))
         self._refresh(track)
         return track
 
@@ -274,7 +281,7 @@ class FaceTracker:
     ) -> TrackEvent | None:
         if thumb is not None:
             track.thumb, track.thumb_size = thumb, box[2]
-        track.box = tuple(box)
+        track.box = as_box(box)
         track.last_seen = track.detected = ts
         if probs is None:
             return None
