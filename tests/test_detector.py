@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge.sources import Frame
+from edge.sources import Frame, open_source
 from edge.vision.detector import DETECTORS, DetectorError, HaarDetector, create_detector, find_cascade
 from edge.vision.tracker import iou
 
@@ -94,16 +94,9 @@ def committed_frames(step: int = 10) -> list[Frame]:
     """Every ``step``-th frame of the committed truth clips: PublicTest faces, degraded like a cheap camera."""
     frames = []
     for clip in sorted((MEDIA.parent / "truth").glob("*.mp4")):
-        capture = cv2.VideoCapture(str(clip))
-        index = 0
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
-            if index % step == 0:
-                frames.append(Frame(image, None, index, index / 15))
-            index += 1
-        capture.release()
+        source = open_source(str(clip))
+        frames += [frame for frame in iter(source.read, None) if frame.index % step == 0]
+        source.close()
     return frames
 
 
