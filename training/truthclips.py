@@ -102,7 +102,7 @@ class FrontalCheck:
     (``default``, the one the ``fer`` package uses, or ``alt2``, this project's) find on the clean photo.
 
     About a fifth of PublicTest is profiles, hands over faces, drawings or crops no frontal detector finds
-    (78.6% of every fifth photo pass); a clip full of those would measure the photos, not the pipeline.
+    (docs/pipeline.md); a clip full of those would measure the photos, not the pipeline.
     The filter treats both detectors alike, and what remains is put through scale, context, motion and a
     bad camera, which is what the truth clips are for."""
 

@@ -29,9 +29,8 @@ DEBIAN_CASCADES = Path("/usr/share/opencv4/haarcascades")
 # scan's since there are few of them.
 NEAR_FACE = 40
 NEAR_SCALE_FACTOR = 1.1
-# Its boxes come out larger than a full scan's around the same face (1.086 against 1.026 times the face's
-# side, on the committed truth clips), and a looser crop is classified worse (docs/model.md): so they are
-# shrunk to frame the face as a full scan does.
+# Its boxes come out larger than a full scan's around the same face (docs/pipeline.md), and a looser crop
+# is classified worse (docs/model.md): so they are shrunk to frame the face as a full scan does.
 NEAR_BOX_SHRINK = 0.945
 
 

@@ -59,10 +59,9 @@ def as_box(box: Sequence[int]) -> Box:
 def comparable(track: Track, box: Box) -> bool:
     """Whether ``box`` frames a face much as the box of the track's thumbnail did (sizes within 20%).
 
-    A cascade's box around one face now and then comes out a quarter bigger or smaller, and the same
-    face framed differently looks like another (0.23 on the bundled clip, where two people give 0.35-0.54
-    and one person frame to frame 0.88); such a box is matched by position only (its look becomes the
-    track's, so the next like-sized box is compared with it)."""
+    A cascade's box around one face now and then comes out a quarter bigger or smaller, and the same face
+    framed differently looks like another (docs/pipeline.md); such a box is matched by position only (its
+    look becomes the track's, so the next like-sized box is compared with it)."""
     return track.thumb_size > 0 and abs(box[2] - track.thumb_size) <= 0.2 * track.thumb_size
 
 
