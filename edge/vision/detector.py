@@ -29,6 +29,7 @@ DEBIAN_CASCADES = Path("/usr/share/opencv4/haarcascades")
 # scan's since there are few of them.
 NEAR_FACE = 40
 NEAR_SCALE_FACTOR = 1.1
+NEAR_SIZES = (0.7, 1.4)  # the sizes looked for, as fractions of the face's last box
 # Its boxes come out larger than a full scan's around the same face (docs/pipeline.md), and a looser crop
 # is classified worse (docs/model.md): so they are shrunk to frame the face as a full scan does.
 NEAR_BOX_SHRINK = 0.945
@@ -133,7 +134,7 @@ class HaarDetector:
         return sorted(_to_frame(found, scale, round(x0 * scale), round(y0 * scale), width, height))
 
     def detect_near(self, frame: Frame, box: Box, margin: float = 0.5) -> list[Box]:
-        """Faces of 0.7-1.4x ``box``'s size within ``box`` grown by ``margin``: the region is cut from the
+        """Faces of ``NEAR_SIZES`` times ``box``'s size within ``box`` grown by ``margin``: the region is cut from the
         full-resolution image and scaled so such a face is ``NEAR_FACE`` px, a few pyramid steps of a small
         picture. So a tracked face is looked for in more detail than a downscaled full scan gives, for a
         fraction of its cost (docs/pipeline.md)."""
@@ -148,8 +149,8 @@ class HaarDetector:
                 region, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA
             )
         face = box[2] / scale
-        smallest = max(round(0.7 * face), round(self.min_size / scale), 1)
-        largest = max(smallest + 1, round(1.4 * face))
+        smallest = max(round(NEAR_SIZES[0] * face), round(self.min_size / scale), 1)
+        largest = max(smallest + 1, round(NEAR_SIZES[1] * face))
         found = self._cascade.detectMultiScale(
             region, NEAR_SCALE_FACTOR, self.min_neighbors, minSize=(smallest, smallest), maxSize=(largest, largest)
         )
