@@ -95,9 +95,9 @@ class Scanner:
         if self.motion_threshold <= 0:
             self._moved = None
             return None
-        plane = frame.gray if frame.gray is not None else frame.image
+        plane = to_gray(frame.gray if frame.gray is not None else frame.image)
         height = round(plane.shape[0] * MOTION_WIDTH / plane.shape[1])
-        small = to_gray(cv2.resize(plane, (MOTION_WIDTH, height), interpolation=cv2.INTER_AREA)).astype(np.int16)
+        small = cv2.resize(plane, (MOTION_WIDTH, height), interpolation=cv2.INTER_AREA).astype(np.int16)
         previous, self._previous = self._previous, small
         if previous is None or previous.shape != small.shape:
             self._moved = None
