@@ -19,6 +19,7 @@ from edge.mqtt.forget import ForgetError
 from edge.sources import SourceError
 from edge.systemd import under_journald
 from edge.tools.demo import DEMO_CLIP
+from edge.tools.truth import TruthError
 from edge.vision.detector import DetectorError
 from edge.vision.litert import BACKENDS, BackendError
 from edge.vision.model_card import ModelError
@@ -129,7 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.classifier:
         bench.run_classifier(args.model, backend=args.backend, threads=args.threads, n=args.faces)
     else:
-        bench.run(args.src, load(args.config) if args.config else None, frames=args.frames)
+        bench.run(args.src, load(args.config) if args.config else None, frames=args.frames, truth=args.truth)
     return 0
 
 
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("src", nargs="?", metavar="SRC", help="video, image or folder (default: the bundled clip)")
     bench.add_argument("--frames", type=_positive, default=300, metavar="N", help="frames to time (300)")
     bench.add_argument("--config", metavar="FILE", help="take [detector]/[classifier]/[tracker] from this file")
+    bench.add_argument("--truth", metavar="TRUTH.json", help="score each frame against this truth (plays SRC once)")
     bench.add_argument("--classifier", action="store_true", help="time the emotion classifier alone, ms per face")
     bench.add_argument("--model", metavar="M", help="with --classifier: a .tflite with its .json card")
     bench.add_argument("--backend", default="auto", choices=("auto", *BACKENDS), help="with --classifier (auto)")
@@ -255,6 +257,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return EX_CONFIG
-    except (ModelError, BackendError, DetectorError, SourceError, ForgetError) as exc:
+    except (ModelError, BackendError, DetectorError, SourceError, ForgetError, TruthError) as exc:
         log.error("%s", exc)
         return 1

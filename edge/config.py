@@ -87,11 +87,27 @@ class DetectorConfig:
     )
     scale_factor: float = setting(1.2, lo=1.01, hi=2.0, doc="image pyramid step: smaller finds more faces, slower")
     min_neighbors: int = setting(
-        5, lo=0, hi=50, doc="overlapping hits needed to accept a face: higher, fewer false faces"
+        3, lo=0, hi=50, doc="overlapping hits needed to accept a face: higher, fewer false faces"
     )
     min_size: int = setting(40, lo=8, hi=4096, doc="smallest face in full-resolution pixels")
     detect_width: int = setting(
-        320, lo=64, hi=7680, doc="frames are downscaled to this width for detection; boxes are scaled back"
+        320, lo=64, hi=7680, doc="frames are downscaled to this width for full scans; boxes are scaled back"
+    )
+    full_scan_interval: float = setting(
+        0.5,
+        lo=0,
+        hi=60,
+        doc="seconds between full-frame scans while nothing changes; between them only the regions around "
+        "followed faces are scanned, at full resolution (0 = a full scan every frame)",
+    )
+    region_margin: float = setting(
+        0.5, lo=0, hi=3, doc="a followed face's region: its box grown by this fraction of its width on every side"
+    )
+    motion_threshold: float = setting(
+        10.0,
+        lo=0,
+        hi=255,
+        doc="gray levels an 8x8 block must change by, outside the followed faces, to call a full scan (0 = off)",
     )
 
 
@@ -115,7 +131,10 @@ class TrackerConfig:
     """Following faces across frames and turning their emotions into events."""
 
     smoothing: float = setting(
-        0.6, lo=0, hi=0.99, doc="weight of the past in each face's running probabilities, per frame (0 = none)"
+        0.15,
+        lo=0,
+        hi=30,
+        doc="seconds: time constant of each face's running probabilities, the same at any frame rate (0 = none)",
     )
     hysteresis: float = setting(
         0.1, lo=0, hi=1, doc="how far a new emotion must lead the current one before the label changes: stops flicker"
@@ -129,7 +148,31 @@ class TrackerConfig:
         lo=1,
         hi=100,
         doc="frames in a row a face must be seen before its track starts (1 = at once): "
-        "a one-frame false face makes no events",
+        "a one-frame false face makes no events; its START is dated its first frame",
+    )
+    steady: float = setting(
+        0.2,
+        lo=0,
+        hi=30,
+        doc="seconds the classifier must name a new emotion on every look to switch the label at once (0 = off)",
+    )
+    appearance: float = setting(
+        0.3,
+        lo=0,
+        hi=1,
+        doc="thumbnail likeness (correlation) a face needs to continue a track; below, it is a new person (0 = off)",
+    )
+    hold: float = setting(
+        0.5,
+        lo=0,
+        hi=30,
+        doc="seconds a followed face the detector misses is still reported where it was, while it looks the same",
+    )
+    reclassify: float = setting(
+        0.5,
+        lo=0,
+        hi=30,
+        doc="seconds before a followed face whose look has not changed is classified again (0 = every frame)",
     )
 
 

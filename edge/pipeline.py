@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,14 @@ from edge.config import Config
 from edge.sources import Frame
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.detector import Box, Detector, create_detector
-from edge.vision.tracker import FaceTracker, Track, TrackEvent
+from edge.vision.scan import Scanner
+from edge.vision.tracker import START, FaceTracker, Track, TrackEvent, iou, likeness, thumbnail
+
+# A followed face whose thumbnail correlates less than this with its look when last classified changed
+# enough (a new expression, a turn) to be classified again before ``reclassify`` is due.
+RELOOK = 0.9
+# A missed face is held only while its box still shows nearly the same picture.
+HOLD_LIKENESS = 0.8
 
 
 @dataclass
@@ -26,7 +34,8 @@ class FrameResult:
     tracks: list[Track]  # the faces seen on this frame (tracks merely missing for a moment are left out)
     events: list[TrackEvent]
     timings_ms: dict[str, float]  # "detect", "classify", "track"
-    # The classifier's own answer per detected box, before the tracker smooths it (`analyze --raw`).
+    # The classifier's own answer per box it classified on this frame, before the tracker smooths it
+    # (`analyze --raw`); a followed face whose look did not change is not classified again (Pipeline).
     raw: dict[tuple[int, ...], np.ndarray] = dataclasses.field(default_factory=dict)
 
 
@@ -38,10 +47,30 @@ def crop(image: np.ndarray, box: Box) -> np.ndarray:
 
 
 class Pipeline:
-    def __init__(self, detector: Detector, classifier: EmotionClassifier, tracker: FaceTracker) -> None:
+    """Detect (through the ``Scanner``), classify what needs it, track.
+
+    Classification is bounded per frame: a face the tracker already follows is classified again only when
+    its look changed (thumbnail correlation with its look when last classified below ``RELOOK``) or
+    ``reclassify`` seconds after its last classification; all faces that need it go in one call. A followed
+    face the detector missed is held where it was while its look is still there (``hold`` seconds at most
+    since it was last detected): a Haar miss on a blurred frame is not a person leaving."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        classifier: EmotionClassifier,
+        tracker: FaceTracker,
+        scanner: Scanner | None = None,
+        *,
+        reclassify: float = 0.0,
+        hold: float = 0.0,
+    ) -> None:
         self.detector = detector
         self.classifier = classifier
         self.tracker = tracker
+        self.scanner = scanner or Scanner(detector)
+        self.reclassify = reclassify
+        self.hold = hold
 
     @classmethod
     def from_config(cls, config: Config | None = None) -> Pipeline:
@@ -67,16 +96,34 @@ class Pipeline:
             max_missing=t.max_missing,
             iou_threshold=t.iou_threshold,
             min_hits=t.min_hits,
+            appearance=t.appearance,
+            steady=t.steady,
         )
-        return cls(detector, classifier, tracker)
+        scanner = Scanner(
+            detector,
+            full_scan_interval=d.full_scan_interval,
+            margin=d.region_margin,
+            motion_threshold=d.motion_threshold,
+        )
+        return cls(detector, classifier, tracker, scanner, reclassify=t.reclassify, hold=t.hold)
 
     def process(self, frame: Frame) -> FrameResult:
         started = time.perf_counter()
-        boxes = self.detector.detect(frame)
+        followed = self.tracker.followed
+        holdable = [bool(t.id) and frame.ts - t.detected < self.hold for t in followed]
+        boxes = self.scanner.scan(frame, [t.box for t in followed], holdable)
         detected = time.perf_counter()
-        probs = self.classifier.predict([crop(frame.image, box) for box in boxes])
+        crops = [crop(frame.image, box) for box in boxes]
+        thumbs = [thumbnail(face) for face in crops]
+        owners = self.tracker.assign(boxes, thumbs)
+        todo = [i for i, owner in enumerate(owners) if self._needs_classifying(owner, thumbs[i], frame.ts)]
+        rows = self.classifier.predict([crops[i] for i in todo])
+        probs: list[np.ndarray | None] = [None] * len(boxes)
+        for i, row in zip(todo, rows):
+            probs[i] = row
         classified = time.perf_counter()
-        events = self.tracker.update(boxes, probs, frame.ts)
+        events = self.tracker.update(boxes, probs, frame.ts, thumbs)
+        self._hold_missed(frame, owners)
         tracked = time.perf_counter()
         # Snapshots: the tracker updates its Track objects in place on the next frame.
         seen = [dataclasses.replace(track) for track in self.tracker.tracks if track.last_seen == frame.ts]
@@ -85,4 +132,57 @@ class Pipeline:
             "classify": (classified - detected) * 1000.0,
             "track": (tracked - classified) * 1000.0,
         }
-        return FrameResult(frame, seen, events, timings, {tuple(box): p for box, p in zip(boxes, probs)})
+        raw = {tuple(boxes[i]): row for i, row in zip(todo, rows)}
+        return FrameResult(frame, seen, events, timings, raw)
+
+    def _needs_classifying(self, owner: Track | None, thumb: np.ndarray, ts: float) -> bool:
+        if owner is None or self.reclassify <= 0:
+            return True
+        return ts - owner.classified >= self.reclassify or likeness(owner.classified_look, thumb) < RELOOK
+
+    def _hold_missed(self, frame: Frame, owners: list[Track | None]) -> None:
+        if self.hold <= 0:
+            return
+        matched = {id(owner) for owner in owners if owner is not None}
+        taken = [t.box for t in self.tracker.tracks if t.last_seen == frame.ts]
+        for track in self.tracker.tracks:
+            if id(track) in matched or frame.ts - track.detected > self.hold:
+                continue
+            if any(iou(track.box, box) > 0.3 for box in taken):  # its face went to another track
+                continue
+            if likeness(track.thumb, thumbnail(crop(frame.image, track.box))) >= HOLD_LIKENESS:
+                self.tracker.hold(track, frame.ts)
+                taken.append(track.box)
+
+
+class Backfill:
+    """Per-frame results as if a confirmed face had counted from its first frame.
+
+    The tracker starts a track only after ``min_hits`` sightings in a row, so a live view shows a face a
+    frame late; an offline reader (``analyze``, ``bench --truth``) need not. It holds results back
+    ``min_hits - 1`` frames and, when a track starts, adds it to the held frames it was seen on (where it
+    was then, with the label it starts with). ``push`` returns the results that are complete; ``flush`` the rest.
+    """
+
+    def __init__(self, min_hits: int) -> None:
+        self._delay = max(0, min_hits - 1)
+        self._held: deque[FrameResult] = deque()
+
+    def push(self, result: FrameResult) -> list[FrameResult]:
+        started = {e.track for e in result.events if e.kind == START}
+        for track in result.tracks:
+            if track.id not in started:
+                continue
+            for held in self._held:
+                box = dict(track.sightings).get(held.frame.ts)
+                if box is not None and all(t.id != track.id for t in held.tracks):
+                    held.tracks.append(dataclasses.replace(track, box=box, last_seen=held.frame.ts))
+        self._held.append(result)
+        done = []
+        while len(self._held) > self._delay:
+            done.append(self._held.popleft())
+        return done
+
+    def flush(self) -> list[FrameResult]:
+        done, self._held = list(self._held), deque()
+        return done

@@ -62,7 +62,7 @@ def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
         ("[mqt]\nhost = 'x'\n", "config.toml: mqt: unknown section; did you mean mqtt?"),
         ("[detector]\ntype = 'dnn'\n", "config.toml: detector.type: expected one of haar, got 'dnn'"),
         ("[logging]\nlevel = 'loud'\n", "config.toml: logging.level: expected one of debug, info, warning, error"),
-        ("[tracker]\nsmoothing = 1.5\n", "config.toml: tracker.smoothing: expected a number 0..0.99, got 1.5"),
+        ("[tracker]\nsmoothing = 31\n", "config.toml: tracker.smoothing: expected a number 0..30, got 31"),
         ("[source]\nloop = 'yes'\n", "config.toml: source.loop: expected true or false, got 'yes'"),
         ("[mqtt]\ndevice_id = 'kitchen/pi'\n", "config.toml: mqtt.device_id: expected letters, digits"),
         ("[mqtt]\ntopic_prefix = 'home/#'\n", "config.toml: mqtt.topic_prefix: expected letters, digits"),

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import cv2
 import pytest
+from helpers import read_image
 
-from edge.sources import Frame
+from edge.sources import Frame, open_source
 from edge.vision.detector import DETECTORS, DetectorError, HaarDetector, create_detector, find_cascade
 from edge.vision.tracker import iou
 
@@ -19,7 +20,7 @@ ONE_FACE = (240, 140, 170)
 
 
 def frame_of(name: str, gray_width: int | None = None) -> Frame:
-    image = cv2.imread(str(MEDIA / name))
+    image = read_image(MEDIA / name)
     gray = None
     if gray_width:
         small = cv2.resize(image, (gray_width, gray_width * 3 // 4), interpolation=cv2.INTER_AREA)
@@ -88,3 +89,36 @@ def test_missing_or_broken_cascade_is_named(tmp_path):
     broken.write_text("<opencv_storage><cascade>truncated")
     with pytest.raises(DetectorError, match=r"broken.xml: not a loadable Haar cascade"):
         HaarDetector(cascade=str(broken))
+
+
+def committed_frames(step: int = 10) -> list[Frame]:
+    """Every ``step``-th frame of the committed truth clips: PublicTest faces, degraded like a cheap camera."""
+    frames = []
+    for clip in sorted((MEDIA.parent / "truth").glob("*.mp4")):
+        source = open_source(str(clip))
+        frames += [frame for frame in iter(source.read, None) if frame.index % step == 0]
+        source.close()
+    return frames
+
+
+def test_a_region_scan_finds_what_a_full_scan_finds():
+    """What the Scanner relies on between full scans: near a face's last box, the region scan finds it again."""
+    detector = HaarDetector()
+    found = missed = 0
+    for frame in [frame_of("three_faces.jpg"), frame_of("one_face.jpg"), *committed_frames()]:
+        for box in detector.detect(frame):
+            moved = (box[0] + box[2] // 10, box[1] - box[3] // 10, box[2], box[3])  # the face moved a little since
+            near = detector.detect_near(frame, moved, 0.5)
+            if any(iou(b, box) > 0.5 for b in near):
+                found += 1
+            else:
+                missed += 1
+    assert found >= 40 and missed <= 0.05 * found
+
+
+def test_a_region_scan_of_part_of_the_frame_finds_only_the_faces_in_it():
+    detector = HaarDetector()
+    frame = frame_of("three_faces.jpg")
+    left = detector.detect(frame, (0, 0, 240, 480))
+    assert matches(left, THREE_FACES[:1])
+    assert matches(detector.detect(frame, (200, 0, 440, 480)), THREE_FACES[1:])

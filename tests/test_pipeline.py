@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge.config import Config
-from edge.pipeline import Pipeline, crop
+from edge.pipeline import Backfill, Pipeline, crop
 from edge.sources import open_source
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.classifier import EmotionClassifier
@@ -107,3 +107,51 @@ def test_stages_can_be_handed_in():
     result = pipeline.process(source.read())
     source.close()
     assert len(result.tracks) == 2 and [e.kind for e in result.events] == [START, START]
+
+
+class CountingClassifier:
+    """The real classifier, counting the faces it is asked about."""
+
+    def __init__(self, classifier: EmotionClassifier) -> None:
+        self._classifier = classifier
+        self.labels = classifier.labels
+        self.faces = 0
+
+    def predict(self, faces):
+        self.faces += len(faces)
+        return self._classifier.predict(faces)
+
+
+def run_demo(pipeline: Pipeline) -> list:
+    source = open_source(str(DEMO_CLIP))
+    results = []
+    while (frame := source.read()) is not None:
+        results.append(pipeline.process(frame))
+    source.close()
+    return results
+
+
+def test_a_followed_face_is_not_classified_on_every_frame():
+    config = Config()
+    bounded = Pipeline.from_config(config)
+    counting = CountingClassifier(bounded.classifier)
+    bounded.classifier = counting
+    results = run_demo(bounded)
+    seen = sum(len(r.tracks) for r in results)
+    # each face is classified when it appears, when its look changes and every reclassify (0.5 s) seconds
+    assert counting.faces <= 0.4 * seen
+    assert {t.id for r in results for t in r.tracks} == {1, 2, 3}
+
+
+def test_backfill_reports_a_confirmed_face_from_its_first_frame():
+    pipeline = Pipeline.from_config()
+    backfill = Backfill(pipeline.tracker.min_hits)
+    results = []
+    for result in run_demo(pipeline):
+        results += backfill.push(result)
+    results += backfill.flush()
+    counts = [len(r.tracks) for r in results]
+    expected = [2] * 15 + [3] * 44 + [2] * 10 + [1] * 21  # as composed: frame 0 too
+    assert len(counts) == 90 and sum(c == e for c, e in zip(counts, expected)) >= 0.95 * 90
+    assert counts[0] == 2 and {t.id for t in results[0].tracks} == {1, 2}
+    assert [t.box for t in results[0].tracks] == [dict(t.sightings)[0.0] for t in results[0].tracks]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
+from helpers import read_image
 
 from edge.vision.emotions import EMOTIONS
-from edge.vision.tracker import CHANGE, END, START, FaceTracker
+from edge.vision.tracker import CHANGE, END, START, FaceTracker, thumbnail
+
+FER_TEST = Path(__file__).resolve().parent / "fixtures" / "fer" / "test"
 
 
 def probs(**scores: float) -> np.ndarray:
@@ -44,12 +50,13 @@ def test_a_jump_without_overlap_still_matches_when_the_centre_is_close():
     assert [(e.kind, e.track) for e in events] == [(START, 2)]
 
 
-def test_scores_are_an_exponential_moving_average():
-    t = tracker(smoothing=0.6)
+def test_scores_are_an_exponential_moving_average_with_a_time_constant():
+    t = tracker(smoothing=0.2)  # seconds: after 0.1 s the past keeps exp(-0.1 / 0.2) of its weight
     t.update([(0, 0, 50, 50)], HAPPY[None], 0.0)
     t.update([(0, 0, 50, 50)], SAD[None], 0.1)
     (track,) = t.tracks
-    expected = 0.6 * HAPPY + 0.4 * SAD
+    past = np.exp(-0.5)
+    expected = past * HAPPY + (1 - past) * SAD
     assert track.scores == {e: pytest.approx(float(p), abs=1e-4) for e, p in zip(EMOTIONS, expected)}
     assert track.emotion == "happy" and track.confidence == pytest.approx(expected[3], abs=1e-4)
 
@@ -68,7 +75,7 @@ def test_hysteresis_holds_the_label_until_the_new_one_leads_by_the_margin():
 
 
 def test_smoothing_stops_a_one_frame_flicker():
-    t = tracker()  # the defaults: smoothing 0.6, hysteresis 0.1
+    t = tracker()  # the defaults: smoothing 0.15 s, hysteresis 0.1
     t.update([(0, 0, 50, 50)], HAPPY[None], 0.0)
     for i in range(1, 20):
         row = SAD if i % 7 == 0 else HAPPY  # a misclassified frame now and then
@@ -141,3 +148,70 @@ def test_expire_ends_tracks_by_the_clock_when_no_frame_comes():
     assert [(e.kind, e.track, e.ts, e.duration) for e in ended] == [(END, 1, 0.2, 0.2)]
     assert [(e.kind, e.track) for e in t.expire(1.6)] == [(END, 2)]
     assert t.tracks == [] and t.expire(10.0) == []
+
+
+def label_timeline(fps: float, **kwargs) -> list[tuple[str, float]]:
+    """One synthetic face: happy for 2 s, then sad for 2 s, then happy again, sampled at ``fps``;
+    returns (label, when) for the start and every change."""
+    t = tracker(**kwargs)
+    timeline = []
+    for n in range(round(6 * fps)):
+        ts = n / fps
+        row = SAD if 2.0 <= ts < 4.0 else HAPPY
+        timeline += [(e.emotion, e.ts) for e in t.update([(0, 0, 50, 50)], row[None], ts)]
+    return timeline
+
+
+def test_smoothing_is_a_time_constant_so_the_label_timeline_does_not_depend_on_the_frame_rate():
+    slow, fast = label_timeline(5, smoothing=0.5), label_timeline(60, smoothing=0.5)
+    assert [label for label, _ in slow] == [label for label, _ in fast] == ["happy", "sad", "happy"]
+    # the changes come at the same time, to within one frame at the slower rate
+    assert all(abs(a - b) <= 1 / 5 for (_, a), (_, b) in zip(slow, fast))
+    # and not at once: the average lags the new emotion by a fraction of the time constant
+    assert 2.0 < fast[1][1] < 2.5
+
+
+def test_a_strong_steady_change_moves_the_label_fast_and_a_flicker_is_held():
+    # a long time constant that, alone, would take over a second to follow
+    t = tracker(smoothing=2.0, steady=0.3)
+    box = [(0, 0, 50, 50)]
+    t.update(box, HAPPY[None], 0.0)
+    for n in range(1, 30):  # a misread every third frame: never a streak, the label holds
+        assert t.update(box, (SAD if n % 3 == 0 else HAPPY)[None], n / 10) == []
+    changes = [(e.emotion, e.ts) for n in range(30, 50) for e in t.update(box, SAD[None], n / 10)]
+    assert changes == [("sad", pytest.approx(3.3))]  # 0.3 s of sad on every look
+
+
+def thumbs_of(*names: str) -> list[np.ndarray]:
+    return [thumbnail(read_image(FER_TEST / name, cv2.IMREAD_GRAYSCALE)) for name in names]
+
+
+def test_a_new_person_in_the_spot_another_just_left_starts_a_new_track():
+    first, second = thumbs_of("happy/PublicTest_11211241.jpg", "angry/PublicTest_12919755.jpg")
+    t = tracker(appearance=0.3)
+    box = (100, 100, 80, 80)
+    assert [e.kind for e in t.update([box], HAPPY[None], 0.0, [first])] == [START]
+    for n in range(1, 5):  # the same person, a little noise on the picture
+        assert t.update([box], HAPPY[None], n / 10, [first + 0.01 * np.sin(np.arange(first.size) * n)]) == []
+    # a cut: another person in the very same box
+    events = t.update([box], probs(angry=0.8)[None], 0.5, [second])
+    assert [(e.kind, e.track, e.emotion) for e in events] == [(START, 2, "angry")]
+    # the first person's track ends max_missing after it was last seen, its label never taken over
+    (end,) = t.update([box], probs(angry=0.8)[None], 1.6, [second])
+    assert (end.kind, end.track, end.emotion, end.ts) == (END, 1, "happy", 0.4)
+    # without the appearance check the newcomer inherits the old track
+    t = tracker()
+    t.update([box], HAPPY[None], 0.0, [first])
+    assert t.update([box], probs(angry=0.8)[None], 0.1, [second]) == []
+    assert [track.id for track in t.tracks] == [1]
+
+
+def test_the_first_frames_of_a_confirmed_face_are_kept_and_a_one_frame_face_stays_out():
+    t = tracker(min_hits=3)
+    face, curtain = (100, 100, 80, 80), (400, 300, 60, 60)
+    t.update([face, curtain], np.stack([HAPPY, SAD]), 0.0)
+    t.update([face], HAPPY[None], 0.1)
+    (start,) = t.update([face], HAPPY[None], 0.2)
+    assert (start.kind, start.started, start.ts) == (START, 0.0, 0.2)  # dated the first sighting
+    (track,) = t.tracks
+    assert track.sightings == [(0.0, face), (0.1, face), (0.2, face)]

@@ -47,7 +47,7 @@ from typing import Any, TextIO
 import cv2
 
 from edge.config import Config
-from edge.pipeline import FrameResult, Pipeline
+from edge.pipeline import Backfill, FrameResult, Pipeline
 from edge.sources import FolderSource, FrameSource, ImageSource, SourceError, VideoFileSource, open_source
 from edge.tools.annotate import AnnotateError, draw, open_writer
 from edge.vision.detector import DetectorError
@@ -275,9 +275,13 @@ class Analysis:
     def frames(
         self, *, raw: bool = False, progress: bool | None = None, err: TextIO = sys.stderr
     ) -> Iterator[tuple[FrameResult, dict[str, Any]]]:
-        """Each frame's result and its record. Stills get fresh tracks each and count a face at once."""
+        """Each frame's result and its record, a face counted from its first frame (Backfill): the records
+        lag the source by ``min_hits - 1`` frames. Stills get fresh tracks each, searched whole, and count a
+        face at once."""
         if self.stills:
             self.pipeline.tracker.min_hits = 1
+            self.pipeline.scanner.full_scan_interval = 0  # unrelated pictures: each is searched whole
+        backfill = Backfill(self.pipeline.tracker.min_hits)
         shown = Progress(frame_count(self.source), err, bar=progress)
         try:
             while (frame := self.source.read()) is not None:
@@ -285,7 +289,10 @@ class Analysis:
                 if self.stills:
                     self.pipeline.tracker.close(frame.ts)
                 shown.update()
-                yield result, frame_record(result, raw=raw, labels=self.labels)
+                for done in backfill.push(result):
+                    yield done, frame_record(done, raw=raw, labels=self.labels)
+            for done in backfill.flush():
+                yield done, frame_record(done, raw=raw, labels=self.labels)
         finally:
             shown.close()
 

@@ -3,12 +3,14 @@
 
 Entry points for the CLI::
 
-    run(src=None, config=None, *, frames=300, out=sys.stdout) -> dict
+    run(src=None, config=None, *, frames=300, truth=None, out=sys.stdout) -> dict
     run_classifier(model=None, *, backend="auto", threads=1, n=500) -> dict
 
 ``src`` defaults to the bundled demo clip (640x480, one to three faces), played in a loop until
 ``frames`` frames are processed. Capture runs in the same thread as the stages here, so ``fps`` is
 the sequential throughput (the service overlaps capture with processing and can only do better).
+With ``truth`` (a truth file, see ``edge.tools.truth``) the clip is played once, from its start, and
+what the pipeline reported on each frame is scored against it: recall, precision, labels, end-to-end.
 The report prints to ``out`` and the same figures come back as a dict (``bench.to_text`` renders one).
 CPU time per frame is printed beside wall time because on a shared machine wall time measures the
 neighbours too; the load average says how busy the machine was.
@@ -28,9 +30,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from edge.config import Config
-from edge.pipeline import Pipeline, crop
+from edge.pipeline import Backfill, Pipeline, crop
 from edge.sources import open_source
 from edge.tools.demo import DEMO_CLIP
+from edge.tools.truth import Face, load_truth, score
+from edge.tools.truth import to_text as truth_text
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.detector import HaarDetector
 
@@ -50,17 +54,32 @@ def rss_mb() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def run(src: str | None = None, config: Config | None = None, *, frames: int = 300, out: TextIO = sys.stdout) -> dict:
+def run(
+    src: str | None = None,
+    config: Config | None = None,
+    *,
+    frames: int = 300,
+    truth: str | Path | None = None,
+    out: TextIO = sys.stdout,
+) -> dict:
+    """Raises TruthError for an unusable truth file (before any frame is read)."""
     pipeline = Pipeline.from_config(config)
+    expected = load_truth(truth, pipeline.classifier.labels) if truth else None
     spec = str(src or DEMO_CLIP)
     source_config = (config or Config()).source
-    source = open_source(spec, width=source_config.width, height=source_config.height, fps=source_config.fps, loop=True)
+    source = open_source(
+        spec, width=source_config.width, height=source_config.height, fps=source_config.fps, loop=expected is None
+    )
     samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
     faces = []
+    reported: list[list[Face]] = []
     resolution = "?"
     wall = cpu = 0.0
+    # With truth every frame counts, warm-up included: the first frames are where a face's track starts.
+    warmup = 0 if expected is not None else WARMUP
+    backfill = Backfill(pipeline.tracker.min_hits)
     try:
-        for n in range(max(1, frames) + WARMUP):
+        for n in range(len(expected) if expected is not None else max(1, frames) + warmup):
             wall_start, cpu_start = time.perf_counter(), time.process_time()
             frame = source.read()
             captured = time.perf_counter()
@@ -68,7 +87,9 @@ def run(src: str | None = None, config: Config | None = None, *, frames: int = 3
                 break
             result = pipeline.process(frame)
             resolution = "{1}x{0}".format(*frame.image.shape)
-            if n < WARMUP:
+            for done in backfill.push(result):
+                reported.append([(track.box, track.emotion) for track in done.tracks])
+            if n < warmup:
                 continue
             wall += time.perf_counter() - wall_start
             cpu += time.process_time() - cpu_start
@@ -78,6 +99,7 @@ def run(src: str | None = None, config: Config | None = None, *, frames: int = 3
             faces.append(len(result.tracks))
     finally:
         source.close()
+    reported += [[(track.box, track.emotion) for track in done.tracks] for done in backfill.flush()]
     count = len(faces)
     current, peak = rss_mb()
     report = {
@@ -85,6 +107,8 @@ def run(src: str | None = None, config: Config | None = None, *, frames: int = 3
         "resolution": resolution,
         "frames": count,
         "faces_per_frame": round(sum(faces) / count, 2),
+        "full_scans": round(pipeline.scanner.full_scans / max(1, count + warmup), 3),
+        "region_scans": round(pipeline.scanner.region_scans / max(1, count + warmup), 3),
         "fps": round(count / wall, 1),
         "cpu_ms_per_frame": round(cpu * 1000.0 / count, 2),
         "stages_ms": {stage: round(statistics.fmean(values), 2) for stage, values in samples.items()},
@@ -95,6 +119,8 @@ def run(src: str | None = None, config: Config | None = None, *, frames: int = 3
         "model_sha256": pipeline.classifier.sha256,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
     }
+    if expected is not None:
+        report["truth"] = score(expected, reported).as_dict()
     out.write(to_text(report))
     return report
 
@@ -152,7 +178,8 @@ def to_text(report: dict[str, Any]) -> str:
         f"{report['frames']} frames)\n"
         f"fps: {report['fps']}  (cpu {report['cpu_ms_per_frame']} ms/frame)\n"
         f"ms per frame: {stages}\n"
+        f"scans: full frame on {report['full_scans']:.0%} of frames, changed regions on {report['region_scans']:.0%}\n"
         f"memory: rss {report['rss_mb']} MiB, peak {report['peak_rss_mb']} MiB\n"
         f"classifier: {report['backend']}, model {report['model_sha256'][:12]}\n"
-        f"machine: {report['machine']}\n"
+        f"machine: {report['machine']}\n" + (truth_text(report["truth"]) if "truth" in report else "")
     )

@@ -24,6 +24,15 @@ Box = tuple[int, int, int, int]
 DEFAULT_CASCADE = "haarcascade_frontalface_alt2.xml"
 # Debian/Raspberry Pi OS's opencv-data package, for OpenCV builds without cv2.data (python3-opencv).
 DEBIAN_CASCADES = Path("/usr/share/opencv4/haarcascades")
+# A region scan shrinks a tracked face to this width (never enlarging): twice the cascade's 20 px window
+# keeps its detail, and the region is then a few hundred pixels. Its pyramid steps are finer than a full
+# scan's since there are few of them.
+NEAR_FACE = 40
+NEAR_SCALE_FACTOR = 1.1
+NEAR_SIZES = (0.7, 1.4)  # the sizes looked for, as fractions of the face's last box
+# Its boxes come out larger than a full scan's around the same face (docs/pipeline.md), and a looser crop
+# is classified worse (docs/model.md): so they are shrunk to frame the face as a full scan does.
+NEAR_BOX_SHRINK = 0.945
 
 
 class DetectorError(RuntimeError):
@@ -32,6 +41,24 @@ class DetectorError(RuntimeError):
 
 class Detector(Protocol):
     def detect(self, frame: Frame) -> list[Box]: ...
+
+
+class RegionDetector(Detector, Protocol):
+    """A detector that can also scan part of a frame, and look for one face of about a known size near a
+    known place at full resolution: what ``edge.vision.scan.Scanner`` asks for between full-frame scans."""
+
+    def detect(self, frame: Frame, region: Box | None = None) -> list[Box]: ...
+
+    def detect_near(self, frame: Frame, box: Box, margin: float) -> list[Box]: ...
+
+
+def grow(box: Box, margin: float, width: int, height: int) -> Box:
+    """``box`` grown by ``margin`` of its width on every side, clipped to the frame."""
+    x, y, w, h = box
+    dx, dy = round(w * margin), round(h * margin)
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
 def find_cascade(cascade: str | None = None) -> Path:
@@ -66,7 +93,7 @@ class HaarDetector:
         self,
         cascade: str | None = None,
         scale_factor: float = 1.2,
-        min_neighbors: int = 5,
+        min_neighbors: int = 3,
         min_size: int = 40,
         detect_width: int = 320,
     ) -> None:
@@ -85,7 +112,8 @@ class HaarDetector:
         self.min_size = min_size
         self.detect_width = detect_width
 
-    def detect(self, frame: Frame) -> list[Box]:
+    def detect(self, frame: Frame, region: Box | None = None) -> list[Box]:
+        """Faces on the frame, or only within ``region`` (full-resolution pixels) at the same scale."""
         height, width = frame.image.shape[:2]
         plane = frame.gray if frame.gray is not None else frame.image
         if plane.shape[1] > self.detect_width:
@@ -93,18 +121,57 @@ class HaarDetector:
             plane = cv2.resize(plane, (self.detect_width, scaled_height), interpolation=cv2.INTER_AREA)
         gray = to_gray(plane)
         scale = width / gray.shape[1]  # full-resolution pixels per detection pixel
+        x0 = y0 = 0
+        if region is not None:
+            x0, y0 = int(region[0] / scale), int(region[1] / scale)
+            gray = gray[y0 : int((region[1] + region[3]) / scale) + 1, x0 : int((region[0] + region[2]) / scale) + 1]
         min_size = max(1, round(self.min_size / scale))
         found = self._cascade.detectMultiScale(
             gray, self.scale_factor, self.min_neighbors, minSize=(min_size, min_size)
         )
-        boxes = []
-        for x, y, w, h in np.asarray(found).reshape(-1, 4):
-            x0, y0 = max(0, round(x * scale)), max(0, round(y * scale))
-            x1, y1 = min(width, round((x + w) * scale)), min(height, round((y + h) * scale))
-            boxes.append((x0, y0, x1 - x0, y1 - y0))
         # OpenCV's multithreaded cascade lists faces in an order that can change from call to call;
         # left to right makes results repeatable and gives faces arriving together ids in that order.
-        return sorted(boxes)
+        return sorted(_to_frame(found, scale, round(x0 * scale), round(y0 * scale), width, height))
+
+    def detect_near(self, frame: Frame, box: Box, margin: float = 0.5) -> list[Box]:
+        """Faces of ``NEAR_SIZES`` times ``box``'s size within ``box`` grown by ``margin``: the region is cut from the
+        full-resolution image and scaled so such a face is ``NEAR_FACE`` px, a few pyramid steps of a small
+        picture. So a tracked face is looked for in more detail than a downscaled full scan gives, for a
+        fraction of its cost (docs/pipeline.md)."""
+        height, width = frame.image.shape[:2]
+        x, y, w, h = grow(box, margin, width, height)
+        if w < 2 or h < 2:
+            return []
+        scale = max(1.0, box[2] / NEAR_FACE)  # full-resolution pixels per scan pixel; never enlarge
+        region = to_gray(frame.image[y : y + h, x : x + w])
+        if scale > 1.0:
+            region = cv2.resize(
+                region, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA
+            )
+        face = box[2] / scale
+        smallest = max(round(NEAR_SIZES[0] * face), round(self.min_size / scale), 1)
+        largest = max(smallest + 1, round(NEAR_SIZES[1] * face))
+        found = self._cascade.detectMultiScale(
+            region, NEAR_SCALE_FACTOR, self.min_neighbors, minSize=(smallest, smallest), maxSize=(largest, largest)
+        )
+        return sorted(_shrink(b, NEAR_BOX_SHRINK) for b in _to_frame(found, scale, x, y, width, height))
+
+
+def _shrink(box: Box, factor: float) -> Box:
+    """``box`` scaled by ``factor`` about its centre."""
+    x, y, w, h = box
+    nw, nh = round(w * factor), round(h * factor)
+    return x + (w - nw) // 2, y + (h - nh) // 2, nw, nh
+
+
+def _to_frame(found: Any, scale: float, x: int, y: int, width: int, height: int) -> list[Box]:
+    """Boxes from a scan of a plane ``scale`` times smaller than the frame whose origin is at (x, y)."""
+    boxes = []
+    for fx, fy, fw, fh in np.asarray(found).reshape(-1, 4):
+        x0, y0 = max(0, x + round(fx * scale)), max(0, y + round(fy * scale))
+        x1, y1 = min(width, x + round((fx + fw) * scale)), min(height, y + round((fy + fh) * scale))
+        boxes.append((x0, y0, x1 - x0, y1 - y0))
+    return boxes
 
 
 DETECTORS: dict[str, Callable[..., Detector]] = {HaarDetector.type: HaarDetector}

@@ -1,14 +1,23 @@
-"""FaceTracker: gives each face a stable id across frames and steadies its emotion.
+"""FaceTracker: gives each person a stable id across frames and steadies their emotion.
 
 Per-frame classifications flicker (a blink, a half-turned head), and an MQTT subscriber wants
 "this person became happy", not seven messages a second. So each track keeps an exponential
-moving average of its probabilities and only changes label when another emotion's smoothed score
-beats the current one's by ``hysteresis``; it emits an event at start, at each such change, and
-at its end, ``max_missing`` seconds after it was last seen.
+moving average of its probabilities whose *time constant* is ``smoothing`` seconds (so one config
+reacts alike at 5 fps on a Pi and at 90 fps on a desktop), and changes label when another emotion's
+smoothed score beats the current one's by ``hysteresis`` -- or at once when the classifier has named
+that emotion on every look for ``steady`` seconds: strong, steady evidence moves the label fast, a
+flicker never builds up a streak and is held. It emits an event at start, at each change, and at its
+end, ``max_missing`` seconds after the face was last seen.
 
-A Haar cascade now and then finds a face in a curtain for a single frame. A track therefore
-starts only once its face has been seen in ``min_hits`` frames in a row; until then it is
-tentative: it has no id, emits nothing and is dropped silently the first frame it is missed.
+Boxes alone do not tell people apart: someone stepping into the spot another just left overlaps the old
+box. So a box continues a track only when its look, a small gray thumbnail, correlates with the track's
+by at least ``appearance``; otherwise it is a new person with a new track (the old one ends as missing).
+
+A Haar cascade now and then finds a face in a curtain for a single frame. A track therefore starts only
+once its face has been seen in ``min_hits`` frames in a row; until then it is tentative: it has no id,
+emits nothing and is dropped silently the first frame it is missed. Its START event is dated
+(``started``) and its ``sightings`` list where it was from its first frame, so nothing of a real face is
+lost to the wait (``edge.pipeline.Backfill`` puts those frames back into per-frame output).
 """
 
 from __future__ import annotations
@@ -18,11 +27,42 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from edge.vision.detector import Box
 
 START, CHANGE, END = "start", "change", "end"
+THUMB = 16  # thumbnail side: enough to tell two faces apart, too coarse to care about a blink or noise
+
+
+def thumbnail(face: np.ndarray) -> np.ndarray:
+    """A face crop's look as a unit vector (16x16 gray, mean removed): the dot product of two is their correlation."""
+    gray = face if face.ndim == 2 else cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    small -= small.mean()
+    norm = float(np.linalg.norm(small))
+    return small / norm if norm > 1e-3 else small
+
+
+def likeness(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Correlation of two thumbnails, 1 = same picture; 1 when either is unknown (no check possible)."""
+    return 1.0 if a is None or b is None else float(np.dot(a, b))
+
+
+def as_box(box: Sequence[int]) -> Box:
+    """A box as plain ints (detectors hand in numpy ints, tuples or lists)."""
+    x, y, w, h = box
+    return int(x), int(y), int(w), int(h)
+
+
+def comparable(track: Track, box: Box) -> bool:
+    """Whether ``box`` frames a face much as the box of the track's thumbnail did (sizes within 20%).
+
+    A cascade's box around one face now and then comes out a quarter bigger or smaller, and the same face
+    framed differently looks like another (docs/pipeline.md); such a box is matched by position only (its
+    look becomes the track's, so the next like-sized box is compared with it)."""
+    return track.thumb_size > 0 and abs(box[2] - track.thumb_size) <= 0.2 * track.thumb_size
 
 
 @dataclass
@@ -36,6 +76,13 @@ class Track:
     last_seen: float
     smoothed: np.ndarray = field(repr=False)
     hits: int = field(default=1, repr=False)  # frames seen in a row while tentative
+    thumb: np.ndarray | None = field(default=None, repr=False)  # its look, from a box of ``thumb_size``
+    thumb_size: int = field(default=0, repr=False)
+    classified: float = field(default=-math.inf, repr=False)  # ts of the last classification that fed it
+    classified_look: np.ndarray | None = field(default=None, repr=False)  # its thumbnail then
+    detected: float = field(default=-math.inf, repr=False)  # ts of the last frame a detector found it (not held)
+    streak: tuple[int, float] = field(default=(-1, 0.0), repr=False)  # (label index, since) of the raw top label
+    sightings: list[tuple[float, Box]] = field(default_factory=list, repr=False)  # while tentative, then kept
 
 
 @dataclass
@@ -75,19 +122,23 @@ def centre_distance(a: Box, b: Box) -> float:
 
 class FaceTracker:
     """Matches boxes to tracks greedily, best overlap first; a box overlapping no track but whose
-    centre lies within half a face width of one (a fast move at a low frame rate) still matches it.
+    centre lies within half a face width of one (a fast move at a low frame rate) still matches it,
+    and neither counts when the look differs (``appearance``).
 
-    ``smoothing`` is the weight of the past in the moving average (0 = use each frame as is).
+    ``smoothing`` is the time constant of the moving average in seconds (0 = use each look as is):
+    after ``smoothing`` seconds of a new emotion, 63% of the average is the new one's.
     """
 
     def __init__(
         self,
         labels: Sequence[str],
-        smoothing: float = 0.6,
+        smoothing: float = 0.15,
         hysteresis: float = 0.1,
         max_missing: float = 1.0,
         iou_threshold: float = 0.3,
         min_hits: int = 1,
+        appearance: float = 0.0,
+        steady: float = 0.0,
     ) -> None:
         self.labels = tuple(labels)
         self.smoothing = smoothing
@@ -95,6 +146,8 @@ class FaceTracker:
         self.max_missing = max_missing
         self.iou_threshold = iou_threshold
         self.min_hits = min_hits
+        self.appearance = appearance
+        self.steady = steady
         self._tracks: dict[int, Track] = {}
         self._tentative: list[Track] = []  # id 0 until confirmed
         self._ids = itertools.count(1)
@@ -104,56 +157,99 @@ class FaceTracker:
         """Live confirmed tracks, including those unseen for less than ``max_missing``."""
         return list(self._tracks.values())
 
-    def update(self, boxes: Sequence[Box], probs: np.ndarray, ts: float) -> list[TrackEvent]:
-        """Feed one frame's faces (``probs`` row i belongs to ``boxes[i]``); returns the events it caused."""
+    @property
+    def followed(self) -> list[Track]:
+        """Confirmed and tentative tracks: every face the detector should look for near where it was."""
+        return [*self._tracks.values(), *self._tentative]
+
+    def assign(self, boxes: Sequence[Box], thumbs: Sequence[np.ndarray | None] | None = None) -> list[Track | None]:
+        """The track (confirmed or tentative) each box would continue, None for a new face; changes nothing.
+
+        The pipeline asks before classifying, so a face it already knows need not be classified again."""
+        candidates = self.followed
+        owners: list[Track | None] = [None] * len(boxes)
+        for k, i in self._match(candidates, boxes, thumbs):
+            owners[i] = candidates[k]
+        return owners
+
+    def update(
+        self,
+        boxes: Sequence[Box],
+        probs: np.ndarray | Sequence[np.ndarray | None],
+        ts: float,
+        thumbs: Sequence[np.ndarray | None] | None = None,
+    ) -> list[TrackEvent]:
+        """Feed one frame's faces (``probs`` row i belongs to ``boxes[i]``; a None row: not classified
+        this frame, the track keeps its scores); returns the events it caused."""
         if len(boxes) != len(probs):
             raise ValueError(f"{len(boxes)} boxes but {len(probs)} probability rows")
+        thumbs = thumbs if thumbs is not None else [None] * len(boxes)
         events = []
         unmatched = set(range(len(boxes)))
-        candidates = [*self._tracks.values(), *self._tentative]
+        candidates = self.followed
         seen = set()
-        for k, i in self._match([t.box for t in candidates], boxes):
+        for k, i in self._match(candidates, boxes, thumbs):
             unmatched.discard(i)
             track = candidates[k]
-            event = self._observe(track, boxes[i], probs[i], ts)
+            event = self._observe(track, boxes[i], probs[i], ts, thumbs[i])
             if track.id:
                 events += [event] if event else []
             else:
                 track.hits += 1
+                track.sightings.append((ts, as_box(boxes[i])))
                 seen.add(k)
         # A tentative track missed in this frame is forgotten; the rest keep their order of arrival,
         # so faces that appear together get their ids in detection order.
         self._tentative = [t for k, t in enumerate(candidates) if k in seen]
         for i in sorted(unmatched):
-            self._tentative.append(self._new_track(boxes[i], probs[i], ts))
+            row = probs[i]
+            if row is None:  # a face nobody classified cannot start a track
+                continue
+            self._tentative.append(self._new_track(boxes[i], row, ts, thumbs[i]))
         for track in [t for t in self._tentative if t.hits >= self.min_hits]:
             self._tentative.remove(track)
             events.append(self._confirm(track, ts))
-        for track in [t for t in self._tracks.values() if ts - t.last_seen > self.max_missing]:
-            events.append(self._end(track, track.last_seen))
-        return events
+        return events + self.expire(ts)
+
+    def hold(self, track: Track, ts: float) -> None:
+        """Counts ``track`` as seen at ``ts`` where it was, though no box was found for it: the caller
+        checked that its look is still there (a detector's miss, not a person gone)."""
+        track.last_seen = ts
 
     def expire(self, ts: float) -> list[TrackEvent]:
-        """END for the tracks unseen for over ``max_missing`` at ``ts``, dated their last sighting: when
-        frames stop coming, the clock ends the faces instead of a next frame that may be minutes away."""
-        return [self._end(t, t.last_seen) for t in list(self._tracks.values()) if ts - t.last_seen > self.max_missing]
+        """END for every track unseen for more than ``max_missing`` seconds at ``ts``, dated its last
+        sighting. ``update`` calls it; call it yourself when no frames come (a stalled camera)."""
+        return [
+            self._end(track, track.last_seen)
+            for track in list(self._tracks.values())
+            if ts - track.last_seen > self.max_missing
+        ]
 
     def close(self, ts: float) -> list[TrackEvent]:
         """END for every live track, dated ``ts``: at stop, the faces were there until we stopped looking."""
         self._tentative = []
         return [self._end(track, ts) for track in list(self._tracks.values())]
 
-    def _match(self, known: Sequence[Box], boxes: Sequence[Box]) -> list[tuple[int, int]]:
+    def _match(
+        self, known: Sequence[Track], boxes: Sequence[Box], thumbs: Sequence[np.ndarray | None] | None
+    ) -> list[tuple[int, int]]:
         """Pairs (index in ``known``, index in ``boxes``); confirmed tracks come first in ``known``,
         so on a tie they win the box."""
         pairs = []
-        for k, old in enumerate(known):
+        for k, track in enumerate(known):
             for i, box in enumerate(boxes):
-                overlap = iou(old, box)
+                if (
+                    self.appearance > 0
+                    and thumbs is not None
+                    and comparable(track, box)
+                    and likeness(track.thumb, thumbs[i]) < self.appearance
+                ):
+                    continue  # somebody else
+                overlap = iou(track.box, box)
                 if overlap >= self.iou_threshold:
                     pairs.append((0, -overlap, k, i))
                 else:
-                    distance = centre_distance(old, box)
+                    distance = centre_distance(track.box, box)
                     if distance <= 0.5:
                         pairs.append((1, distance, k, i))
         matches, used_known, used_boxes = [], set(), set()
@@ -164,10 +260,13 @@ class FaceTracker:
                 used_boxes.add(i)
         return matches
 
-    def _new_track(self, box: Box, probs: np.ndarray, ts: float) -> Track:
+    def _new_track(self, box: Box, probs: np.ndarray, ts: float, thumb: np.ndarray | None) -> Track:
         smoothed = np.asarray(probs, dtype=np.float64)
         top = int(smoothed.argmax())
-        track = Track(0, tuple(box), self.labels[top], 0.0, {}, ts, ts, smoothed)
+        track = Track(0, as_box(box), self.labels[top], 0.0, {}, ts, ts, smoothed, thumb=thumb, classified=ts)
+        track.classified_look, track.detected, track.thumb_size = thumb, ts, box[2]
+        track.streak = (top, ts)
+        track.sightings.append((ts, as_box(box)))
         self._refresh(track)
         return track
 
@@ -177,15 +276,33 @@ class FaceTracker:
         self._tracks[track.id] = track
         return self._event(START, track, ts)
 
-    def _observe(self, track: Track, box: Box, probs: np.ndarray, ts: float) -> TrackEvent | None:
-        track.box = tuple(box)
-        track.last_seen = ts
-        track.smoothed = self.smoothing * track.smoothed + (1.0 - self.smoothing) * np.asarray(probs, np.float64)
+    def _observe(
+        self, track: Track, box: Box, probs: np.ndarray | None, ts: float, thumb: np.ndarray | None
+    ) -> TrackEvent | None:
+        if thumb is not None:
+            track.thumb, track.thumb_size = thumb, box[2]
+        track.box = as_box(box)
+        track.last_seen = track.detected = ts
+        if probs is None:
+            return None
+        track.classified_look = thumb
+        raw = np.asarray(probs, np.float64)
+        past = math.exp(-(ts - track.classified) / self.smoothing) if self.smoothing > 0 else 0.0
+        track.smoothed = past * track.smoothed + (1.0 - past) * raw
+        track.classified = ts
+        raw_top = int(raw.argmax())
+        if raw_top != track.streak[0]:
+            track.streak = (raw_top, ts)
         top = int(track.smoothed.argmax())
         current = self.labels.index(track.emotion)
-        changed = top != current and track.smoothed[top] - track.smoothed[current] > self.hysteresis
         previous = track.emotion
-        if changed:
+        leads = top != current and track.smoothed[top] - track.smoothed[current] > self.hysteresis
+        label, since = track.streak
+        steady = self.steady > 0 and label != current and ts - since >= self.steady - 1e-9
+        changed = leads or steady
+        if steady:  # the evidence is the new emotion's: the average starts again from it
+            track.emotion, track.smoothed = self.labels[label], raw
+        elif changed:
             track.emotion = self.labels[top]
         self._refresh(track)
         return self._event(CHANGE, track, ts, previous) if changed else None
