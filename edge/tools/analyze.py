@@ -16,7 +16,7 @@ Entry point for the CLI::
 - ``summary``: a JSON file; without it a readable summary goes to ``err``. It gives the predominant
   emotion per track and overall, and each emotion's share of the time faces were seen.
 - ``raw``: each face also gets ``raw``, the classifier's unsmoothed scores on that frame (CSV:
-  ``raw_<label>`` columns).
+  ``raw_<label>`` columns); a face the detector missed but the pipeline held has ``null``.
 - ``report``: an HTML page or PNG (by the suffix) of the run: :mod:`edge.report`, needs ``[report]``.
 - Long runs show progress on ``err``: a tqdm bar on a terminal, a plain line every
   ``PROGRESS_EVERY`` seconds otherwise.
@@ -39,7 +39,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -58,28 +58,27 @@ FORMATS = ("jsonl", "csv")
 PROGRESS_EVERY = 10.0  # seconds between plain progress lines when stderr is not a terminal
 
 
-def face_record(track: Track, raw: Iterable[float] | None = None, labels: Sequence[str] = ()) -> dict[str, Any]:
-    record = {
+def face_record(track: Track) -> dict[str, Any]:
+    return {
         "track": track.id,
         "box": list(track.box),
         "emotion": track.emotion,
         "confidence": track.confidence,
         "scores": track.scores,
     }
-    if raw is not None:
-        record["raw"] = {label: round(float(p), 4) for label, p in zip(labels, raw)}
-    return record
 
 
 def frame_record(result: FrameResult, *, raw: bool = False, labels: Sequence[str] = ()) -> dict[str, Any]:
-    """``raw`` looks each face's unsmoothed scores up by its box: a track seen on this frame has its detection's."""
-    return {
-        "frame": result.frame.index,
-        "ts": round(result.frame.ts, 3),
-        "faces": [
-            face_record(track, result.raw.get(tuple(track.box)) if raw else None, labels) for track in result.tracks
-        ],
-    }
+    """``raw`` adds each face's unsmoothed scores, looked up by its box: the classifier's answer for its
+    detection on this frame, or None for a face held where the detector missed it (Pipeline.hold)."""
+    faces = []
+    for track in result.tracks:
+        face = face_record(track)
+        if raw:
+            scores = result.raw.get(tuple(track.box))
+            face["raw"] = None if scores is None else {label: round(float(p), 4) for label, p in zip(labels, scores)}
+        faces.append(face)
+    return {"frame": result.frame.index, "ts": round(result.frame.ts, 3), "faces": faces}
 
 
 def plural(count: int, noun: str) -> str:
@@ -100,7 +99,7 @@ def csv_rows(record: Mapping[str, Any], labels: Sequence[str], *, raw: bool = Fa
     rows = []
     for face in record["faces"]:
         scores = [face["scores"][label] for label in labels]
-        extra = [face["raw"][label] for label in labels] if raw else []
+        extra = [(face["raw"] or {}).get(label, "") for label in labels] if raw else []
         rows.append([*head, face["track"], *face["box"], face["emotion"], face["confidence"], *scores, *extra])
     return rows
 
@@ -281,6 +280,9 @@ class Analysis:
         if self.stills:
             self.pipeline.tracker.min_hits = 1
             self.pipeline.scanner.full_scan_interval = 0  # unrelated pictures: each is searched whole
+        # Offline there is time to classify every face on every frame, which the live service spares on
+        # faces whose look did not change (tracker.reclassify); so each face has its raw scores too.
+        self.pipeline.reclassify = 0
         backfill = Backfill(self.pipeline.tracker.min_hits)
         shown = Progress(frame_count(self.source), err, bar=progress)
         try:
