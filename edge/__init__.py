@@ -1,3 +1,3 @@
 """emotion-edge: facial-expression recognition on a Raspberry Pi, published over MQTT."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -52,9 +52,10 @@ def test_to_pandas_matches_the_cli_jsonl_row_for_row(recording, cli_raw_lines):
 
 def test_raw_scores_are_what_the_tracker_smoothed(recording):
     """smoothed(t) = p * smoothed(t') + (1 - p) * raw(t), p = exp(-(t - t') / smoothing), from the face's
-    previous classified frame t' (scores to 4 decimals and times to 3 in the records, so to 0.003), except where a steady new emotion restarted the average from
-    the raw scores themselves. A face's first min_hits - 1 frames are reported once it is confirmed, with
-    the scores it starts with, so the check begins after them."""
+    previous classified frame t' (the records round scores to 4 decimals and times to 3, so to 0.003), except
+    where a steady new emotion restarted the average from the raw scores themselves. A face's first
+    min_hits - 1 frames are reported once it is confirmed, with the scores it starts with, so the check
+    begins after them."""
     tracker = Config().tracker
     tau = tracker.smoothing
     last: dict[int, tuple[float, dict[str, float]]] = {}

@@ -113,10 +113,13 @@ def robustness(models: Sequence[str | Path], data: str | Path, split: str = "tes
 def markdown(result: dict) -> str:
     """The report as a table: a row per degradation, accuracy (macro recall) per model."""
     models = result["models"]
+    names = [Path(m).name for m in models]
+    if len(set(names)) < len(names):  # the same file name in two folders: say which folder
+        names = [f"{Path(m).parent.name}/{Path(m).name}" for m in models]
     lines = [
         f"Accuracy (macro recall) on {result['faces']} faces of {result['data']}, each degraded as named.",
         "",
-        "| degradation | " + " | ".join(f"`{Path(m).name}`" for m in models) + " |",
+        "| degradation | " + " | ".join(f"`{name}`" for name in names) + " |",
         "| --- |" + " --- |" * len(models),
     ]
     for name, by_model in result["degradations"].items():
