@@ -137,7 +137,9 @@ def shares(seconds: Mapping[str, float], labels: Sequence[str]) -> dict[str, flo
 
 
 def predominant(seconds: Mapping[str, float]) -> str:
-    return max(seconds.items(), key=lambda kv: kv[1])[0] if any(seconds.values()) else NO_FACE
+    """The emotion of most face-time; a tie (to the microsecond, so summing order cannot break it) goes to
+    the one seen first."""
+    return max(seconds.items(), key=lambda kv: round(kv[1], 6))[0] if any(seconds.values()) else NO_FACE
 
 
 def _natural(name: str) -> list[Any]:
