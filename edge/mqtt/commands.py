@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from edge.mqtt.payloads import Topics
-from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def parse(payload: bytes) -> bool | None:
 class EnabledSwitch:
     """The pause switch: remembers the value in force, hears the command topic, publishes the state."""
 
-    def __init__(self, publisher: MqttPublisher, topics: Topics, path: Path | None) -> None:
+    def __init__(self, publisher: Publisher, topics: Topics, path: Path | None) -> None:
         self._publisher = publisher
         self._topics = topics
         self._path = path

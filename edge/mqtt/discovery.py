@@ -26,7 +26,7 @@ from edge import __version__
 from edge.config import Config
 from edge.identity import machine_key, short_hostname
 from edge.mqtt.payloads import NO_FACE, OFFLINE, ONLINE, Topics
-from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class Discovery:
     """Publishes (or, with discovery off, clears) the discovery message on every connection and,
     after a random delay, on Home Assistant's birth message."""
 
-    def __init__(self, config: Config, publisher: MqttPublisher, labels: Sequence[str]) -> None:
+    def __init__(self, config: Config, publisher: Publisher, labels: Sequence[str]) -> None:
         self._enabled = config.homeassistant.enabled
         self._topic, self._payload = message(config, labels)
         self._legacy = legacy_topics(config)

@@ -42,7 +42,8 @@ RECONNECT_FIRST = 0.5  # seconds before the first retry; doubles up to mqtt.reco
 
 
 class Publisher(Protocol):
-    """What the rest of the runtime may ask of a transport, so Discovery works with any of them."""
+    """What discovery and the command switch ask of a transport, so they work with any of them; the service
+    builds the MQTT one and reads its queue figures for stats."""
 
     def publish(self, topic: str, payload: str, *, retain: bool = False) -> None: ...
     def subscribe(self, topic: str, callback: MessageCallback) -> None: ...
