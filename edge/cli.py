@@ -16,6 +16,7 @@ from typing import Any
 from edge import __version__
 from edge.config import ConfigError, load, to_toml
 from edge.mqtt.forget import ForgetError
+from edge.report import GROUP_BY
 from edge.sources import SourceError
 from edge.systemd import under_journald
 from edge.tools.demo import DEMO_CLIP
@@ -241,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--jsonl", metavar="FILE", help="the output of `emotion-edge analyze`")
     rep.add_argument("--since", metavar="WHEN", help="only events since: 24h, 90m, 7d or an ISO 8601 time")
     rep.add_argument("--device", metavar="ID", help="only this device")
-    rep.add_argument("--group-by", choices=("device", "hour"), default="device", help="rows of the table (device)")
+    rep.add_argument("--group-by", choices=GROUP_BY, default="device", help="rows of the table (device)")
     rep.add_argument("-o", "--out", required=True, metavar="OUT", help="report.html (a page) or report.png")
     _add_log_level(rep)
     rep.set_defaults(func=cmd_report)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -43,6 +43,7 @@ class Detector(Protocol):
     def detect(self, frame: Frame) -> list[Box]: ...
 
 
+@runtime_checkable
 class RegionDetector(Detector, Protocol):
     """A detector that can also scan part of a frame, and look for one face of about a known size near a
     known place at full resolution: what ``edge.vision.scan.Scanner`` asks for between full-frame scans."""

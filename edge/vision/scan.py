@@ -15,7 +15,7 @@ appear out of nothing: the picture changes where it comes in. So (as Frigate doe
 - a followed face in whose region nothing moved is not looked for again at all when the caller can hold it
   by its look (``edge.pipeline``'s ``hold``): a face that sits still costs nothing between full scans.
 
-A detector without ``detect_near`` (or ``full_scan_interval`` 0) gets a full scan every frame, as before.
+A detector that is no ``RegionDetector`` (or ``full_scan_interval`` 0) gets a full scan every frame, as before.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edge.sources import Frame
-from edge.vision.detector import Box, Detector, grow
+from edge.vision.detector import Box, Detector, RegionDetector, grow
 from edge.vision.emotions import to_gray
 from edge.vision.tracker import iou
 
@@ -46,6 +46,8 @@ class Scanner:
         motion_threshold: float = 0.0,
     ) -> None:
         self.detector = detector
+        # A detector that can scan part of a frame and look near a known face; others get full scans only.
+        self._regions = detector if isinstance(detector, RegionDetector) else None
         self.full_scan_interval = full_scan_interval
         self.margin = margin
         self.motion_threshold = motion_threshold
@@ -70,23 +72,23 @@ class Scanner:
 
         A followed face marked ``skippable`` (the caller can hold it where it is by its look) is not looked
         for again while nothing moved in its region: a face that sits still costs nothing between scans."""
-        near = getattr(self.detector, "detect_near", None)
+        regions = self._regions
         changed = self._changed(frame, followed)
         quiet = [skip and not self._moved_near(box, frame) for box, skip in zip(followed, skippable)]
         followed = [box for box, q in zip(followed, [*quiet, *[False] * len(followed)]) if not q]
         due = frame.ts - self._last_full >= self.full_scan_interval
         boxes: list[Box] = []
-        if near is None or self.full_scan_interval <= 0 or due or changed == FULL:
+        if regions is None or self.full_scan_interval <= 0 or due or changed == FULL:
             self._last_full = frame.ts
             self.full_scans += 1
             boxes = self.detector.detect(frame)
         elif changed is not None:
             self.region_scans += 1
-            boxes = self.detector.detect(frame, changed)  # type: ignore[call-arg]
+            boxes = regions.detect(frame, changed)
         followed = [box for box in followed if not any(iou(box, b) > 0.3 for b in boxes)]
-        if near is not None:
+        if regions is not None:
             for box in followed:
-                boxes = _merge(boxes, near(frame, box, self.margin))
+                boxes = _merge(boxes, regions.detect_near(frame, box, self.margin))
         return sorted(boxes)
 
     def _changed(self, frame: Frame, followed: Sequence[Box]) -> Box | None:
