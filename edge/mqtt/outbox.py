@@ -75,7 +75,7 @@ class Outbox:
         self._to_delete: set[int] = set()
         self._next_id = 1
         self._dropping = False
-        self._disk_failed = ""
+        self._disk_failed = False
         self._db: sqlite3.Connection | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,13 +155,15 @@ class Outbox:
                     entry.on_disk = False
                 self._unwritten[:0] = [e.id for e in new]  # first at the next attempt, still in order
                 self._to_delete |= gone
-            if str(exc) != self._disk_failed:
+            if self._disk_failed:  # one line per episode, whatever SQLite calls it this time
+                log.debug("MQTT outbox %s: the journal is still not writable (%s)", self.path, exc)
+            else:
                 log.error("MQTT outbox %s: cannot write (%s); events kept in memory meanwhile", self.path, exc)
-                self._disk_failed = str(exc)
+                self._disk_failed = True
             return
         if self._disk_failed:
             log.info("MQTT outbox %s: writing again", self.path)
-            self._disk_failed = ""
+            self._disk_failed = False
 
     def close(self) -> None:
         """Stop the sync thread and write what is still unacknowledged, for the next start."""
