@@ -94,7 +94,7 @@ class DetectorConfig:
         320, lo=64, hi=7680, doc="frames are downscaled to this width for full scans; boxes are scaled back"
     )
     full_scan_interval: float = setting(
-        0.5,
+        1.0,
         lo=0,
         hi=60,
         doc="seconds between full-frame scans while nothing changes; between them only the regions around "

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edge.config import Config
@@ -41,9 +42,16 @@ class FrameResult:
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
     """The face at full resolution, without a margin: Haar's box frames a face much as FER-2013's crops
-    do, and a margin or a tighter cut lowered accuracy when measured (docs/model.md)."""
+    do, and a margin or a tighter cut lowered accuracy when measured (docs/model.md). A face cut by the
+    frame's left or right edge (its box narrower than tall there) is completed by its mirror image at that
+    edge, as the detector found it: the classifier is shown a whole face, not half of one stretched."""
     x, y, w, h = box
-    return image[y : y + h, x : x + w]
+    face = image[y : y + h, x : x + w]
+    missing = h - w
+    if missing > 0 and (x == 0 or x + w == image.shape[1]) and w > 0:
+        left, right = (missing, 0) if x == 0 else (0, missing)
+        face = cv2.copyMakeBorder(face, 0, 0, left, right, cv2.BORDER_REFLECT)
+    return face
 
 
 class Pipeline:
@@ -53,7 +61,9 @@ class Pipeline:
     its look changed (thumbnail correlation with its look when last classified below ``RELOOK``) or
     ``reclassify`` seconds after its last classification; all faces that need it go in one call. A followed
     face the detector missed is held where it was while its look is still there (``hold`` seconds at most
-    since it was last detected): a Haar miss on a blurred frame is not a person leaving."""
+    since it was last detected): a Haar miss on a blurred frame is not a person leaving. A face whose look
+    at its box is nearly what it was (likeness ``RELOOK``) is not even looked for: it is held the same way,
+    so a face that keeps still costs a thumbnail, not a scan, until ``hold`` asks for a detection again."""
 
     def __init__(
         self,
@@ -110,8 +120,12 @@ class Pipeline:
     def process(self, frame: Frame) -> FrameResult:
         started = time.perf_counter()
         followed = self.tracker.followed
-        holdable = [bool(t.id) and frame.ts - t.detected < self.hold for t in followed]
-        boxes = self.scanner.scan(frame, [t.box for t in followed], holdable)
+        # Where each confirmed face that may still be held was: its look there now, before any scan.
+        looks = {
+            id(t): thumbnail(crop(frame.image, t.box)) for t in followed if t.id and frame.ts - t.detected < self.hold
+        }
+        still = [likeness(t.thumb, looks[id(t)]) >= RELOOK if id(t) in looks else False for t in followed]
+        boxes = self.scanner.scan(frame, [t.box for t in followed], still)
         detected = time.perf_counter()
         crops = [crop(frame.image, box) for box in boxes]
         thumbs = [thumbnail(face) for face in crops]
@@ -123,7 +137,7 @@ class Pipeline:
             probs[i] = row
         classified = time.perf_counter()
         events = self.tracker.update(boxes, probs, frame.ts, thumbs)
-        self._hold_missed(frame, owners)
+        self._hold_missed(frame, owners, looks)
         tracked = time.perf_counter()
         # Snapshots: the tracker updates its Track objects in place on the next frame.
         seen = [dataclasses.replace(track) for track in self.tracker.tracks if track.last_seen == frame.ts]
@@ -140,17 +154,16 @@ class Pipeline:
             return True
         return ts - owner.classified >= self.reclassify or likeness(owner.classified_look, thumb) < RELOOK
 
-    def _hold_missed(self, frame: Frame, owners: list[Track | None]) -> None:
-        if self.hold <= 0:
-            return
+    def _hold_missed(self, frame: Frame, owners: list[Track | None], looks: dict[int, np.ndarray]) -> None:
+        """Hold the confirmed faces no box went to whose look (``looks``, taken before the scan) is still there."""
         matched = {id(owner) for owner in owners if owner is not None}
         taken = [t.box for t in self.tracker.tracks if t.last_seen == frame.ts]
         for track in self.tracker.tracks:
-            if id(track) in matched or frame.ts - track.detected > self.hold:
+            if id(track) in matched or id(track) not in looks:
                 continue
             if any(iou(track.box, box) > 0.3 for box in taken):  # its face went to another track
                 continue
-            if likeness(track.thumb, thumbnail(crop(frame.image, track.box))) >= HOLD_LIKENESS:
+            if likeness(track.thumb, looks[id(track)]) >= HOLD_LIKENESS:
                 self.tracker.hold(track, frame.ts)
                 taken.append(track.box)
 

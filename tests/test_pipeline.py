@@ -1,7 +1,8 @@
 """The whole vision pipeline on the bundled demo clip with the shipped model.
 
 The clip (edge/tools/demo.mp4, 6 s at 15 fps) shows FER-2013 test faces composed at known places:
-face A throughout, face C from the start to frame 69, face B from frame 15 to 59. With the default
+face A throughout, face C from the start to frame 69, face B from frame 15 to 39 and in B's very place,
+from frame 40 to 59, face D: another person (a woman's photo cut to a child's), so another track. With the default
 ``tracker.min_hits`` of 2 a face's track starts at its second frame. What the
 model calls each face is not asserted (the shipped model is replaced as training improves), only
 that the pipeline reports exactly what the classifier says about the crops it was given.
@@ -42,16 +43,20 @@ def test_every_face_is_found_and_keeps_one_track(clip_results):
     assert len(counts) == len(FACES_PER_FRAME)
     assert sum(c == e for c, e in zip(counts, FACES_PER_FRAME)) >= 0.95 * len(counts)
     events = [(r.frame.index, e.kind, e.track) for r in results for e in r.events if e.kind != "change"]
-    # B (track 3) is last seen at frame 59 and C (track 2) at 69; each ends max_missing (1 s) later.
-    assert events == [(1, START, 1), (1, START, 2), (16, START, 3), (74, END, 3), (85, END, 2)]
+    # B (track 3) is last seen at frame 39, D (track 4, in B's place) at 59 and C (track 2) at 69; each
+    # ends max_missing (1 s) later.
+    assert events == [
+        (1, START, 1), (1, START, 2), (16, START, 3), (41, START, 4), (55, END, 3), (74, END, 4), (85, END, 2)
+    ]  # fmt: skip
     assert [(e.kind, e.track) for e in closing] == [(END, 1)]
-    assert {t.id for r in results for t in r.tracks} == {1, 2, 3}
+    assert {t.id for r in results for t in r.tracks} == {1, 2, 3, 4}
 
 
 def test_end_events_carry_how_long_the_face_was_there(clip_results):
     _, results, _ = clip_results
     ends = {e.track: e for r in results for e in r.events if e.kind == END}
-    assert ends[3].started == pytest.approx(15 / 15) and ends[3].duration == pytest.approx(44 / 15)
+    assert ends[3].started == pytest.approx(15 / 15) and ends[3].duration == pytest.approx(24 / 15)
+    assert ends[4].started == pytest.approx(40 / 15) and ends[4].duration == pytest.approx(19 / 15)
     assert ends[2].duration == pytest.approx(69 / 15)
 
 
@@ -140,7 +145,7 @@ def test_a_followed_face_is_not_classified_on_every_frame():
     seen = sum(len(r.tracks) for r in results)
     # each face is classified when it appears, when its look changes and every reclassify (0.5 s) seconds
     assert counting.faces <= 0.4 * seen
-    assert {t.id for r in results for t in r.tracks} == {1, 2, 3}
+    assert {t.id for r in results for t in r.tracks} == {1, 2, 3, 4}
 
 
 def test_backfill_reports_a_confirmed_face_from_its_first_frame():

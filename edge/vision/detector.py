@@ -27,12 +27,22 @@ DEBIAN_CASCADES = Path("/usr/share/opencv4/haarcascades")
 # A region scan shrinks a tracked face to this width (never enlarging): twice the cascade's 20 px window
 # keeps its detail, and the region is then a few hundred pixels. Its pyramid steps are finer than a full
 # scan's since there are few of them.
-NEAR_FACE = 40
+NEAR_FACE = 48
 NEAR_SCALE_FACTOR = 1.1
 NEAR_SIZES = (0.7, 1.4)  # the sizes looked for, as fractions of the face's last box
 # Its boxes come out larger than a full scan's around the same face (docs/pipeline.md), and a looser crop
 # is classified worse (docs/model.md): so they are shrunk to frame the face as a full scan does.
-NEAR_BOX_SHRINK = 0.945
+NEAR_BOX_SHRINK = 0.967
+# A changed region (a face coming in) is small: it is scanned at up to this many times ``detect_width``, in
+# NEAR_SCALE_FACTOR steps, which finds the small and blurred faces a full scan misses.
+REGION_DETAIL = 2.0
+# A face cut by the frame's left or right edge is no face to a cascade; mirrored at that edge it is nearly
+# one again, since faces are left-right symmetric. So a scan touching either edge sees it mirrored outward by
+# EDGE_PAD of the frame's height (half a large face; half the face for a scan near one), and keeps a face
+# across the edge when at least EDGE_MIN_INSIDE of it is inside and the cascade found it twice as firmly as a
+# face inside (its ``min_neighbors`` doubled): mirrored background makes symmetric patterns of its own.
+EDGE_PAD = 0.2
+EDGE_MIN_INSIDE = 0.35
 
 
 class DetectorError(RuntimeError):
@@ -114,25 +124,54 @@ class HaarDetector:
         self.detect_width = detect_width
 
     def detect(self, frame: Frame, region: Box | None = None) -> list[Box]:
-        """Faces on the frame, or only within ``region`` (full-resolution pixels) at the same scale."""
+        """Faces on the frame, or only within ``region`` (full-resolution pixels) in more detail: a region is
+        small, so it is scanned at up to ``REGION_DETAIL`` times ``detect_width`` in finer pyramid steps."""
         height, width = frame.image.shape[:2]
-        plane = frame.gray if frame.gray is not None else frame.image
-        if plane.shape[1] > self.detect_width:
-            scaled_height = round(plane.shape[0] * self.detect_width / plane.shape[1])
-            plane = cv2.resize(plane, (self.detect_width, scaled_height), interpolation=cv2.INTER_AREA)
+        if region is None:
+            x0 = y0 = 0
+            plane = frame.gray if frame.gray is not None else frame.image
+            target, factor = self.detect_width, self.scale_factor
+        else:
+            x0, y0, w, h = region
+            plane = frame.image[y0 : y0 + h, x0 : x0 + w]
+            target, factor = round(w * REGION_DETAIL * self.detect_width / width), NEAR_SCALE_FACTOR
+        if plane.shape[1] > target > 0:
+            scaled_height = max(1, round(plane.shape[0] * target / plane.shape[1]))
+            plane = cv2.resize(plane, (target, scaled_height), interpolation=cv2.INTER_AREA)
         gray = to_gray(plane)
-        scale = width / gray.shape[1]  # full-resolution pixels per detection pixel
-        x0 = y0 = 0
-        if region is not None:
-            x0, y0 = int(region[0] / scale), int(region[1] / scale)
-            gray = gray[y0 : int((region[1] + region[3]) / scale) + 1, x0 : int((region[0] + region[2]) / scale) + 1]
+        scale = (width if region is None else region[2]) / gray.shape[1]  # full-resolution px per scan px
         min_size = max(1, round(self.min_size / scale))
-        found = self._cascade.detectMultiScale(
-            gray, self.scale_factor, self.min_neighbors, minSize=(min_size, min_size)
-        )
+        at_edges = (x0 == 0, x0 + round(gray.shape[1] * scale) >= width)
+        found = self._scan(gray, at_edges, round(EDGE_PAD * height / scale), factor, (min_size, min_size))
         # OpenCV's multithreaded cascade lists faces in an order that can change from call to call;
         # left to right makes results repeatable and gives faces arriving together ids in that order.
-        return sorted(_to_frame(found, scale, round(x0 * scale), round(y0 * scale), width, height))
+        return sorted(_to_frame(found, scale, x0, y0, width, height))
+
+    def _scan(
+        self,
+        gray: np.ndarray,
+        at_edges: tuple[bool, bool],
+        pad: int,
+        scale_factor: float,
+        min_size: tuple[int, int],
+        max_size: tuple[int, int] = (0, 0),
+    ) -> np.ndarray:
+        """Boxes (x, y, w, h) on ``gray``, with those across an edge of the frame it touches (``at_edges``:
+        left, right): that side is mirrored outward by ``pad`` px first (EDGE_PAD), such boxes clipped to ``gray``."""
+        left, right = (pad if at_edges[0] else 0), (pad if at_edges[1] else 0)
+        if left or right:
+            gray = cv2.copyMakeBorder(gray, 0, 0, left, right, cv2.BORDER_REFLECT)
+        found, neighbors = self._cascade.detectMultiScale2(
+            gray, scale_factor, self.min_neighbors, minSize=min_size, maxSize=max_size
+        )
+        inner = gray.shape[1] - right
+        boxes = []
+        for (x, y, w, h), firmness in zip(np.asarray(found).reshape(-1, 4), np.asarray(neighbors).ravel()):
+            x0, x1 = max(left, x), min(inner, x + w)
+            if (x0, x1) != (x, x + w) and ((x1 - x0) < EDGE_MIN_INSIDE * w or firmness < 2 * self.min_neighbors):
+                continue
+            boxes.append((x0 - left, y, x1 - x0, h))
+        return np.asarray(boxes, dtype=int).reshape(-1, 4)
 
     def detect_near(self, frame: Frame, box: Box, margin: float = 0.5) -> list[Box]:
         """Faces of ``NEAR_SIZES`` times ``box``'s size within ``box`` grown by ``margin``: the region is cut from the
@@ -140,20 +179,22 @@ class HaarDetector:
         picture. So a tracked face is looked for in more detail than a downscaled full scan gives, for a
         fraction of its cost (docs/pipeline.md)."""
         height, width = frame.image.shape[:2]
-        x, y, w, h = grow(box, margin, width, height)
+        size = max(box[2], box[3])  # a face cut by the frame's edge is as tall as it is wide
+        x, y, w, h = grow((box[0], box[1], size, size), margin, width, height)
         if w < 2 or h < 2:
             return []
-        scale = max(1.0, box[2] / NEAR_FACE)  # full-resolution pixels per scan pixel; never enlarge
+        scale = max(1.0, size / NEAR_FACE)  # full-resolution pixels per scan pixel; never enlarge
         region = to_gray(frame.image[y : y + h, x : x + w])
         if scale > 1.0:
             region = cv2.resize(
                 region, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA
             )
-        face = box[2] / scale
+        face = size / scale
         smallest = max(round(NEAR_SIZES[0] * face), round(self.min_size / scale), 1)
         largest = max(smallest + 1, round(NEAR_SIZES[1] * face))
-        found = self._cascade.detectMultiScale(
-            region, NEAR_SCALE_FACTOR, self.min_neighbors, minSize=(smallest, smallest), maxSize=(largest, largest)
+        at_edges = (x == 0, x + w == width)
+        found = self._scan(
+            region, at_edges, round(face / 2), NEAR_SCALE_FACTOR, (smallest, smallest), (largest, largest)
         )
         return sorted(_shrink(b, NEAR_BOX_SHRINK) for b in _to_frame(found, scale, x, y, width, height))
 

@@ -12,8 +12,8 @@ appear out of nothing: the picture changes where it comes in. So (as Frigate doe
 - a full scan runs at the latest ``full_scan_interval`` seconds after the previous one, which finds what
   the change test cannot (a face that was missed while it stood still);
 - a face being followed that a full scan missed is looked for near its box all the same;
-- a followed face in whose region nothing moved is not looked for again at all when the caller can hold it
-  by its look (``edge.pipeline``'s ``hold``): a face that sits still costs nothing between full scans.
+- a followed face the caller holds by its look (``edge.pipeline``: its box still shows nearly the same
+  picture) is not looked for at all: a face that keeps still costs no scan between full scans.
 
 A detector that is no ``RegionDetector`` (or ``full_scan_interval`` 0) gets a full scan every frame, as before.
 """
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edge.sources import Frame
-from edge.vision.detector import Box, Detector, RegionDetector, grow
+from edge.vision.detector import Box, Detector, RegionDetector
 from edge.vision.emotions import to_gray
 from edge.vision.tracker import iou
 
@@ -55,72 +55,76 @@ class Scanner:
         self.region_scans = 0
         self._last_full = -np.inf
         self._previous: np.ndarray | None = None
-        self._moved: np.ndarray | None = None  # the blocks that changed since the previous frame
 
-    def _moved_near(self, box: Box, frame: Frame) -> bool:
-        """Whether anything changed in ``box``'s region (True when unknown)."""
-        if self._moved is None:
-            return True
-        scale = MOTION_WIDTH / frame.image.shape[1]
-        x, y, w, h = grow(box, self.margin, frame.image.shape[1], frame.image.shape[0])
-        return bool(
-            self._moved[int(y * scale) : int((y + h) * scale) + 1, int(x * scale) : int((x + w) * scale) + 1].any()
-        )
-
-    def scan(self, frame: Frame, followed: Sequence[Box], skippable: Sequence[bool] = ()) -> list[Box]:
+    def scan(self, frame: Frame, followed: Sequence[Box], held: Sequence[bool] = ()) -> list[Box]:
         """Face boxes on ``frame``, given the boxes of the faces being followed (live and tentative tracks).
 
-        A followed face marked ``skippable`` (the caller can hold it where it is by its look) is not looked
-        for again while nothing moved in its region: a face that sits still costs nothing between scans."""
+        A followed face marked ``held`` (the caller holds it where it is, by its look) is not looked for
+        near its box; a full or changed-region scan may still find it."""
         regions = self._regions
         changed = self._changed(frame, followed)
-        quiet = [skip and not self._moved_near(box, frame) for box, skip in zip(followed, skippable)]
-        followed = [box for box, q in zip(followed, [*quiet, *[False] * len(followed)]) if not q]
+        followed = [box for box, skip in zip(followed, [*held, *[False] * len(followed)]) if not skip]
         due = frame.ts - self._last_full >= self.full_scan_interval
         boxes: list[Box] = []
-        if regions is None or self.full_scan_interval <= 0 or due or changed == FULL:
+        if regions is None or self.full_scan_interval <= 0 or due or changed == [FULL]:
             self._last_full = frame.ts
             self.full_scans += 1
             boxes = self.detector.detect(frame)
-        elif changed is not None:
+        elif changed:
             self.region_scans += 1
-            boxes = regions.detect(frame, changed)
+            for region in changed:
+                boxes = _merge(boxes, regions.detect(frame, region))
         followed = [box for box in followed if not any(iou(box, b) > 0.3 for b in boxes)]
         if regions is not None:
             for box in followed:
                 boxes = _merge(boxes, regions.detect_near(frame, box, self.margin))
         return sorted(boxes)
 
-    def _changed(self, frame: Frame, followed: Sequence[Box]) -> Box | None:
-        """Where the picture changed outside the followed people since the previous frame: None, the
-        changed blocks' bounding box grown by ``CHANGE_MARGIN`` px, or ``FULL`` when that is most of the frame."""
+    def _changed(self, frame: Frame, followed: Sequence[Box]) -> list[Box] | None:
+        """Where the picture changed outside the followed people since the previous frame: None, one region
+        per patch of changed blocks (its bounding box grown by ``CHANGE_MARGIN`` px, overlapping ones merged),
+        or None with a full scan called for (``FULL``) when the regions cover most of the frame."""
         if self.motion_threshold <= 0:
-            self._moved = None
             return None
         plane = to_gray(frame.gray if frame.gray is not None else frame.image)
         height = round(plane.shape[0] * MOTION_WIDTH / plane.shape[1])
         small = cv2.resize(plane, (MOTION_WIDTH, height), interpolation=cv2.INTER_AREA).astype(np.int16)
         previous, self._previous = self._previous, small
         if previous is None or previous.shape != small.shape:
-            self._moved = None
-            return FULL
+            return [FULL]
         moved = np.abs(small - previous) > self.motion_threshold
-        self._moved = moved.copy()
         scale = MOTION_WIDTH / frame.image.shape[1]
         for x, y, w, h in followed:  # the person: a head and shoulders move with the face
             x0, x1 = int((x - w) * scale), int((x + 2 * w) * scale) + 1
             y0, y1 = int((y - h / 2) * scale), int((y + 3 * h) * scale) + 1
             moved[max(0, y0) : y1, max(0, x0) : x1] = False
-        ys, xs = np.nonzero(moved)
-        if len(xs) == 0:
+        count, _, stats, _ = cv2.connectedComponentsWithStats(moved.astype(np.uint8), connectivity=8)
+        if count <= 1:
             return None
         full_height, full_width = frame.image.shape[:2]
-        x0, y0 = max(0, int(xs.min() / scale) - CHANGE_MARGIN), max(0, int(ys.min() / scale) - CHANGE_MARGIN)
-        x1 = min(full_width, int((xs.max() + 1) / scale) + CHANGE_MARGIN)
-        y1 = min(full_height, int((ys.max() + 1) / scale) + CHANGE_MARGIN)
-        if (x1 - x0) * (y1 - y0) > FULL_SHARE * full_width * full_height:
-            return FULL
-        return x0, y0, x1 - x0, y1 - y0
+        regions: list[Box] = []
+        for bx, by, bw, bh, _ in stats[1:]:
+            x0, y0 = max(0, int(bx / scale) - CHANGE_MARGIN), max(0, int(by / scale) - CHANGE_MARGIN)
+            x1 = min(full_width, int((bx + bw) / scale) + CHANGE_MARGIN)
+            y1 = min(full_height, int((by + bh) / scale) + CHANGE_MARGIN)
+            regions = _union(regions, (x0, y0, x1 - x0, y1 - y0))
+        if sum(w * h for _, _, w, h in regions) > FULL_SHARE * full_width * full_height:
+            return [FULL]
+        return regions
+
+
+def _union(regions: list[Box], new: Box) -> list[Box]:
+    """``regions`` with ``new`` added, regions that overlap it merged into their bounding box."""
+    while True:
+        x, y, w, h = new
+        overlapping = [r for r in regions if r[0] < x + w and x < r[0] + r[2] and r[1] < y + h and y < r[1] + r[3]]
+        if not overlapping:
+            return [*regions, new]
+        regions = [r for r in regions if r not in overlapping]
+        x0, y0 = min(x, *(r[0] for r in overlapping)), min(y, *(r[1] for r in overlapping))
+        x1 = max(x + w, *(r[0] + r[2] for r in overlapping))
+        y1 = max(y + h, *(r[1] + r[3] for r in overlapping))
+        new = (x0, y0, x1 - x0, y1 - y0)
 
 
 def _merge(boxes: list[Box], more: Sequence[Box]) -> list[Box]:
