@@ -166,13 +166,15 @@ class TrackerConfig:
         0.5,
         lo=0,
         hi=30,
-        doc="seconds a followed face the detector misses is still reported where it was, while it looks the same",
+        doc="seconds a followed face is reported where it was without being detected, while it looks the same "
+        "there: a missed face, or one not looked for since its look did not change (0 = off)",
     )
     reclassify: float = setting(
         0.5,
         lo=0,
         hi=30,
-        doc="seconds before a followed face whose look has not changed is classified again (0 = every frame)",
+        doc="seconds before a followed face whose look has not changed is classified again (0 = every face is "
+        "looked for and classified on every frame)",
     )
 
 

@@ -63,7 +63,8 @@ class Pipeline:
     face the detector missed is held where it was while its look is still there (``hold`` seconds at most
     since it was last detected): a Haar miss on a blurred frame is not a person leaving. A face whose look
     at its box is nearly what it was (likeness ``RELOOK``) is not even looked for: it is held the same way,
-    so a face that keeps still costs a thumbnail, not a scan, until ``hold`` asks for a detection again."""
+    so a face that keeps still costs a thumbnail, not a scan, until ``hold`` asks for a detection again
+    (``reclassify`` 0, every face classified on every frame, looks for every face on every frame too)."""
 
     def __init__(
         self,
@@ -124,7 +125,8 @@ class Pipeline:
         looks = {
             id(t): thumbnail(crop(frame.image, t.box)) for t in followed if t.id and frame.ts - t.detected < self.hold
         }
-        still = [likeness(t.thumb, looks[id(t)]) >= RELOOK if id(t) in looks else False for t in followed]
+        # One that kept its look needs neither a scan nor a classification (unless every face must be classified).
+        still = [self.reclassify > 0 and id(t) in looks and likeness(t.thumb, looks[id(t)]) >= RELOOK for t in followed]
         boxes = self.scanner.scan(frame, [t.box for t in followed], still)
         detected = time.perf_counter()
         crops = [crop(frame.image, box) for box in boxes]

@@ -84,8 +84,8 @@ def test_summary_file_has_predominant_emotions_and_shares(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["frames"], summary["tracks"]) == (90, 4)
     seen = [t["frames"] for t in summary["per_track"]]
-    # each track is reported from its first frame; B and D in its place may each be missed once or twice
-    assert seen[:2] == [90, 70] and 23 <= seen[2] <= 25 and 18 <= seen[3] <= 20
+    # each track is reported from its first frame; C, B and D in its place may each be missed once or twice
+    assert seen[0] == 90 and 68 <= seen[1] <= 70 and 23 <= seen[2] <= 25 and 18 <= seen[3] <= 20
     frames = [json.loads(line) for line in out.getvalue().splitlines()]
     for track in summary["per_track"]:  # the summary is what the per-frame records add up to
         labels = [f["emotion"] for r in frames for f in r["faces"] if f["track"] == track["track"]]

@@ -6,9 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from helpers import read_image
 
+import edge.vision.detector as detector_module
+from edge.pipeline import crop
 from edge.sources import Frame, open_source
 from edge.vision.detector import DETECTORS, DetectorError, HaarDetector, create_detector, find_cascade
 from edge.vision.tracker import iou
@@ -122,3 +125,32 @@ def test_a_region_scan_of_part_of_the_frame_finds_only_the_faces_in_it():
     left = detector.detect(frame, (0, 0, 240, 480))
     assert matches(left, THREE_FACES[:1])
     assert matches(detector.detect(frame, (200, 0, 440, 480)), THREE_FACES[1:])
+
+
+def cut_by_the_edge(share: float, side: str) -> tuple[Frame, tuple[int, int, int, int]]:
+    """``one_face.jpg`` moved so ``share`` of its face is beyond the frame's ``side`` edge, and the face's
+    box clipped to the frame."""
+    image = read_image(MEDIA / "one_face.jpg")
+    x, y, side_px = ONE_FACE
+    cut = round(share * side_px)
+    shift = x + cut if side == "left" else x + side_px - cut - image.shape[1]
+    moved = cv2.warpAffine(
+        image, np.float32([[1, 0, -shift], [0, 1, 0]]), image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE
+    )
+    left = x - shift
+    box = (max(0, left), y, min(image.shape[1], left + side_px) - max(0, left), side_px)
+    return Frame(moved, None, 0, 0.0), box
+
+
+@pytest.mark.parametrize(("share", "side"), [(0.5, "left"), (0.3, "right"), (0.5, "right")])
+def test_a_face_cut_by_the_frame_edge_is_found_mirrored_and_classified_whole(share, side, monkeypatch):
+    frame, truth = cut_by_the_edge(share, side)
+    detector = HaarDetector()
+    (box,) = detector.detect(frame)
+    assert iou(box, truth) > 0.5 and (box[0] == 0 if side == "left" else box[0] + box[2] == 640)
+    (near,) = detector.detect_near(frame, box, 0.5)  # followed on, the same way
+    assert iou(near, truth) > 0.5 and (near[0] == 0 if side == "left" else near[0] + near[2] == 640)
+    face = crop(frame.image, box)  # completed by its mirror image: a square, not half a face
+    assert face.shape[0] == face.shape[1] == box[3]
+    monkeypatch.setattr(detector_module, "EDGE_PAD", 0.0)
+    assert detector.detect(frame) == []  # without the mirror, the cascade sees no face there

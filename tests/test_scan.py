@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 
+from edge.config import Config
+from edge.pipeline import Pipeline
 from edge.sources import Frame
 from edge.vision.detector import HaarDetector
 from edge.vision.scan import Scanner
@@ -74,3 +77,38 @@ def test_a_face_that_comes_in_is_found_by_scanning_where_the_picture_changed():
     boxes = scanner.scan(Frame(arrived, None, 1, 1 / 15), [])
     assert detector.calls["full"] == 1 and detector.calls["region"] == 1
     assert len(boxes) == 1 and iou(boxes[0], (240, 140, 170, 170)) > 0.5
+
+
+def test_a_face_that_keeps_its_look_is_held_without_a_scan_until_hold_asks_for_a_detection():
+    shipped = Pipeline.from_config(Config())
+    detector = CountingDetector()
+    scanner = Scanner(detector, full_scan_interval=10, margin=0.5, motion_threshold=10)
+    pipeline = Pipeline(detector, shipped.classifier, shipped.tracker, scanner, reclassify=0.5, hold=0.5)
+    image = cv2.imread(str(MEDIA / "three_faces.jpg"))
+    results = [pipeline.process(frame) for frame in frames_of(image, 9)]  # 0 to 0.53 s
+    # a full scan finds them, a near scan each confirms them (min_hits 2) at 0.07 s; then they are held
+    assert detector.calls == {"full": 1, "region": 0, "near": 3}
+    assert all({t.id for t in r.tracks} == {1, 2, 3} for r in results[1:])
+    # 0.5 s after their last detection, each is looked for again
+    pipeline.process(Frame(image.copy(), None, 9, 9 / 15))
+    assert detector.calls == {"full": 1, "region": 0, "near": 6}
+    # a face whose look at its box changed (it moved) is looked for at once, and followed
+    moved = np.roll(image, 9, axis=0)
+    after = pipeline.process(Frame(moved, None, 10, 10 / 15))
+    assert detector.calls["near"] + detector.calls["full"] + detector.calls["region"] > 7
+    assert {t.id for t in after.tracks} == {1, 2, 3} and all(t.last_seen == t.detected for t in after.tracks)
+
+
+def test_each_patch_of_change_is_scanned_on_its_own_in_detail():
+    detector = CountingDetector()
+    scanner = Scanner(detector, full_scan_interval=10, margin=0.5, motion_threshold=10)
+    three = cv2.imread(str(MEDIA / "three_faces.jpg"))
+    empty = cv2.resize(cv2.imread(str(MEDIA / "no_face.jpg")), (1280, 960))  # a 1280x960 camera
+    assert scanner.scan(Frame(empty, None, 0, 0.0), []) == []
+    arrived = empty.copy()
+    came = [((40, 60), (40, 60)), ((450, 110), (1050, 750))]  # two faces come in, far apart: (from, to)
+    for (x, y), (tx, ty) in came:
+        arrived[ty - 10 : ty + 170, tx - 10 : tx + 170] = three[y - 10 : y + 170, x - 10 : x + 170]
+    boxes = scanner.scan(Frame(arrived, None, 1, 1 / 15), [])
+    assert detector.calls == {"full": 1, "region": 2, "near": 0}  # two regions, not one box around both
+    assert len(boxes) == 2 and all(max(iou(b, (x, y, 150, 150)) for b in boxes) > 0.5 for _, (x, y) in came)

@@ -22,7 +22,8 @@ from edge.tools import bench
 ROWS: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
     ("full scan every frame", {"detector.full_scan_interval": 0}),
-    ("full scan every 1 s", {"detector.full_scan_interval": 1.0}),
+    ("full scan every 0.5 s", {"detector.full_scan_interval": 0.5}),
+    ("full scan every 2 s", {"detector.full_scan_interval": 2.0}),
     ("no change test", {"detector.motion_threshold": 0}),
     ("no hold", {"tracker.hold": 0}),
     ("classify every frame", {"tracker.reclassify": 0}),

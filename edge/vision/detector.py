@@ -196,14 +196,17 @@ class HaarDetector:
         found = self._scan(
             region, at_edges, round(face / 2), NEAR_SCALE_FACTOR, (smallest, smallest), (largest, largest)
         )
-        return sorted(_shrink(b, NEAR_BOX_SHRINK) for b in _to_frame(found, scale, x, y, width, height))
+        return sorted(_shrink(b, NEAR_BOX_SHRINK, width) for b in _to_frame(found, scale, x, y, width, height))
 
 
-def _shrink(box: Box, factor: float) -> Box:
-    """``box`` scaled by ``factor`` about its centre."""
+def _shrink(box: Box, factor: float, width: int) -> Box:
+    """``box`` scaled by ``factor`` about its centre; a side on the frame's left or right edge (a face cut
+    by it, ``width`` wide) stays there."""
     x, y, w, h = box
     nw, nh = round(w * factor), round(h * factor)
-    return x + (w - nw) // 2, y + (h - nh) // 2, nw, nh
+    x0 = 0 if x == 0 else x + (w - nw) // 2
+    x1 = width if x + w == width else x + (w - nw) // 2 + nw
+    return x0, y + (h - nh) // 2, x1 - x0, nh
 
 
 def _to_frame(found: Any, scale: float, x: int, y: int, width: int, height: int) -> list[Box]:
