@@ -173,7 +173,7 @@ def test_analyze_report_of_the_demo_clip_has_one_row_per_face_with_its_frame_sha
     frames["overall"] = sum(frames.values(), Counter())
     data = page_data(demo_report / "demo.html")
     rows = {row["name"]: row for row in data["table"]}
-    assert list(rows) == ["track 1", "track 2", "track 3", "overall"]
+    assert list(rows) == ["track 1", "track 2", "track 3", "track 4", "overall"]
     for name, counts in frames.items():
         assert rows[name]["face_seconds"] == pytest.approx(sum(counts.values()) / 15, abs=1e-3)  # 15 fps
         assert rows[name]["share"] == {label: share(counts, label) for label in data["labels"]}
