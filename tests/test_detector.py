@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from helpers import read_image
 
@@ -134,9 +133,9 @@ def cut_by_the_edge(share: float, side: str) -> tuple[Frame, tuple[int, int, int
     x, y, side_px = ONE_FACE
     cut = round(share * side_px)
     shift = x + cut if side == "left" else x + side_px - cut - image.shape[1]
-    moved = cv2.warpAffine(
-        image, np.float32([[1, 0, -shift], [0, 1, 0]]), image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE
-    )
+    room = abs(shift)
+    padded = cv2.copyMakeBorder(image, 0, 0, room, room, cv2.BORDER_REPLICATE)
+    moved = padded[:, room + shift : room + shift + image.shape[1]]
     left = x - shift
     box = (max(0, left), y, min(image.shape[1], left + side_px) - max(0, left), side_px)
     return Frame(moved, None, 0, 0.0), box
