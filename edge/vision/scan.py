@@ -7,8 +7,9 @@ appear out of nothing: the picture changes where it comes in. So (as Frigate doe
 - around every face being followed, the detector looks at full resolution in the face's box grown by
   ``margin`` (``detect_near``): a few hundred pixels, in more detail than the full scan has;
 - where the picture changed outside the people being followed (a frame 1/8 the size, compared with the
-  previous one: blocks whose mean moved by more than ``motion_threshold`` gray levels), that region is
-  scanned as a full scan would; a change over most of the frame (a cut, the light) calls a full scan;
+  previous one: blocks whose mean moved by more than ``motion_threshold`` gray levels), each patch of change
+  is scanned on its own, in more detail than a full scan (``RegionDetector.detect`` with a region); changes
+  over most of the frame (a cut, the light) call a full scan;
 - a full scan runs at the latest ``full_scan_interval`` seconds after the previous one, which finds what
   the change test cannot (a face that was missed while it stood still);
 - a face being followed that a full scan missed is looked for near its box all the same;
