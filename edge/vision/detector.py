@@ -139,9 +139,10 @@ class HaarDetector:
             scaled_height = max(1, round(plane.shape[0] * target / plane.shape[1]))
             plane = cv2.resize(plane, (target, scaled_height), interpolation=cv2.INTER_AREA)
         gray = to_gray(plane)
-        scale = (width if region is None else region[2]) / gray.shape[1]  # full-resolution px per scan px
+        span = width if region is None else region[2]
+        scale = span / gray.shape[1]  # full-resolution pixels per scan pixel
         min_size = max(1, round(self.min_size / scale))
-        at_edges = (x0 == 0, x0 + round(gray.shape[1] * scale) >= width)
+        at_edges = (x0 == 0, x0 + span >= width)
         found = self._scan(gray, at_edges, round(EDGE_PAD * height / scale), factor, (min_size, min_size))
         # OpenCV's multithreaded cascade lists faces in an order that can change from call to call;
         # left to right makes results repeatable and gives faces arriving together ids in that order.

@@ -34,7 +34,7 @@ from edge.vision.tracker import iou
 MOTION_WIDTH = 80  # the change test's frame width: 8x8-pixel blocks at 640x480, which averages sensor noise away
 CHANGE_MARGIN = 60  # px around changed blocks: a face that moved in is bigger than the few blocks that changed most
 FULL_SHARE = 0.4  # a change over more of the frame than this is a scene change: scan it all
-FULL: Box = (0, 0, -1, -1)  # what _changed returns for "scan everything"
+FULL: Box = (0, 0, -1, -1)  # _changed returns [FULL] for "scan everything"
 
 
 class Scanner:
@@ -81,12 +81,12 @@ class Scanner:
                 boxes = _merge(boxes, regions.detect_near(frame, box, self.margin))
         return sorted(boxes)
 
-    def _changed(self, frame: Frame, followed: Sequence[Box]) -> list[Box] | None:
-        """Where the picture changed outside the followed people since the previous frame: None, one region
-        per patch of changed blocks (its bounding box grown by ``CHANGE_MARGIN`` px, overlapping ones merged),
-        or None with a full scan called for (``FULL``) when the regions cover most of the frame."""
+    def _changed(self, frame: Frame, followed: Sequence[Box]) -> list[Box]:
+        """Where the picture changed outside the followed people since the previous frame: one region per
+        patch of changed blocks (its bounding box grown by ``CHANGE_MARGIN`` px, overlapping ones merged),
+        none, or ``[FULL]`` when the regions cover most of the frame (or there is no previous frame)."""
         if self.motion_threshold <= 0:
-            return None
+            return []
         plane = to_gray(frame.gray if frame.gray is not None else frame.image)
         height = round(plane.shape[0] * MOTION_WIDTH / plane.shape[1])
         small = cv2.resize(plane, (MOTION_WIDTH, height), interpolation=cv2.INTER_AREA).astype(np.int16)
@@ -101,7 +101,7 @@ class Scanner:
             moved[max(0, y0) : y1, max(0, x0) : x1] = False
         count, _, stats, _ = cv2.connectedComponentsWithStats(moved.astype(np.uint8), connectivity=8)
         if count <= 1:
-            return None
+            return []
         full_height, full_width = frame.image.shape[:2]
         regions: list[Box] = []
         for bx, by, bw, bh, _ in stats[1:]:
