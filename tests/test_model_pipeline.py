@@ -13,7 +13,7 @@ from helpers import read_image
 
 from convert.__main__ import main as convert_main
 from convert.quantize import ConversionError, ConvertConfig, convert
-from edge.vision.classifier import EmotionClassifier
+from edge.vision.classifier import DEFAULT_MODEL, EmotionClassifier
 from edge.vision.emotions import EMOTIONS
 from training.__main__ import main as training_main
 
@@ -249,3 +249,51 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, capsys):
     assert training_main(["train", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r")]) == 1
     assert convert_main([str(tmp_path / "norun"), str(FER)]) == 1
     assert training_main(["evaluate", str(tmp_path / "none.tflite"), str(FER)]) == 1
+
+
+def test_the_shipped_int8_model_scores_the_mean_of_a_face_and_its_mirror():
+    """The mirror pass lives inside the int8 graph: one invoke gives what averaging the float model's
+    scores on the face and on its mirror image gives, within the error of int8 arithmetic."""
+    import keras
+
+    faces = np.stack([read_image(f, cv2.IMREAD_GRAYSCALE) for f in sorted(FER.glob("test/*/*.jpg"))])
+    shipped = EmotionClassifier.load()
+    card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert card["preprocessing"]["flip_average"] is True
+    float_model = keras.models.load_model(DEFAULT_MODEL.with_name("emotion_float.keras"))
+    x = faces[..., None].astype(np.float32) / 255.0
+    face, mirror = float_model.predict(x, verbose=0), float_model.predict(x[:, :, ::-1], verbose=0)
+    int8 = shipped.predict(faces)
+    quantum = 1 / 256  # the int8 output's step
+    assert np.abs(int8 - (face + mirror) / 2).max() < 12 * quantum
+    # and it is the two views' mean, not either view alone: on these faces they differ by more
+    assert np.abs(int8 - face).max() > 24 * quantum and np.abs(int8 - mirror).max() > 24 * quantum
+
+
+def test_an_averaged_run_keeps_the_average_and_resumes_from_its_training_weights(tmp_path):
+    import keras
+
+    from training.train import _AveragedWeights
+
+    run = tmp_path / "averaged"
+    averaged = ["--optimizer", "sgd", "--average", "0.9"]
+    assert training_main(["train", str(FER), "--run-dir", str(run), *TINY, *averaged]) == 0
+    checkpoint = keras.models.load_model(run / "checkpoint.keras")
+    optimizer = checkpoint.optimizer
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
+    weights, averages = optimizer._trainable_variables, optimizer._model_variables_moving_average
+    final = {w.path: w.numpy() for w in keras.models.load_model(run / "model_float.keras").trainable_weights}
+    for average in zip(weights, averages):
+        np.testing.assert_array_equal(final[average[0].path], average[1].numpy())  # the run ends on the average
+
+    # Mid-run, a checkpoint holds the average in the model and the training weights in the optimiser's
+    # slots; a resumed run must swap them back before it trains on, or it would train the average.
+    stopped_average = [w.numpy() for w in weights]
+    for slot, weight in zip(averages, weights):
+        slot.assign(weight.numpy() + 1.0)  # stand-ins for the training weights
+    swap = _AveragedWeights(resumed=True)
+    swap.set_model(checkpoint)
+    swap.on_epoch_begin(len(history_rows(run)))
+    for weight, slot, average in zip(weights, averages, stopped_average):
+        np.testing.assert_allclose(weight.numpy(), average + 1.0, atol=1e-6)
+        np.testing.assert_allclose(slot.numpy(), average, atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge.vision.classifier import DEFAULT_MODEL
@@ -37,3 +38,5 @@ def test_report_on_fixture_matches_evaluate_when_clean_and_writes_its_files(tmp_
     assert table == capsys.readouterr().out
     assert f"| clean | {100 * clean['accuracy']:.1f} % ({100 * clean['macro_recall']:.1f} %) |" in table
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 2 + len(robustness.DEGRADATIONS)
+    picture = cv2.imread(str(tmp_path / "robustness.png"))
+    assert picture is not None and picture.shape[0] > 300 and picture.shape[1] > 600

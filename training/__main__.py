@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default: %(default)s)",
     )
     t.add_argument(
+        "--average",
+        type=float,
+        default=defaults.average,
+        help="momentum of a running average of the weights that validation, checkpoints and the final model "
+        "use, e.g. 0.999; 0 is off (default: %(default)s)",
+    )
+    t.add_argument(
         "--init",
         default=defaults.init,
         help="start from this .keras model's weights, e.g. to fine-tune on your faces; a model of other widths with "
@@ -117,6 +124,7 @@ def _train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         erase=args.erase,
         camera=args.camera,
+        average=args.average,
         init=args.init,
         widths=tuple(int(w) for w in args.widths.split(",")),
         dense=args.dense,

@@ -15,7 +15,7 @@ import numpy as np
 
 from training.data import load_split
 from training.evaluate import predict_file
-from training.report import classification_report
+from training.report import classification_report, plt
 
 Degradation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -110,12 +110,18 @@ def robustness(models: Sequence[str | Path], data: str | Path, split: str = "tes
     return {"data": faces.origin, "faces": len(faces), "models": [str(m) for m in models], "degradations": rows}
 
 
+def _names(models: Sequence[str]) -> list[str]:
+    """Each model by its file name, or folder and file name when two share a file name."""
+    names = [Path(m).name for m in models]
+    if len(set(names)) < len(names):
+        names = [f"{Path(m).parent.name}/{Path(m).name}" for m in models]
+    return names
+
+
 def markdown(result: dict) -> str:
     """The report as a table: a row per degradation, accuracy (macro recall) per model."""
     models = result["models"]
-    names = [Path(m).name for m in models]
-    if len(set(names)) < len(names):  # the same file name in two folders: say which folder
-        names = [f"{Path(m).parent.name}/{Path(m).name}" for m in models]
+    names = _names(models)
     lines = [
         f"Accuracy (macro recall) on {result['faces']} faces of {result['data']}, each degraded as named.",
         "",
@@ -128,7 +134,30 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(result: dict, path: Path) -> None:
+    """The report as bars, a group per degradation and a bar per model: where a model falls off is
+    easier to see than to read from the table."""
+    models, rows = result["models"], result["degradations"]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) * max(len(models), 2) / 2 + 1.2))
+    height = 0.8 / len(models)
+    for k, (model, name) in enumerate(zip(models, _names(models))):
+        y = np.arange(len(rows)) + (k - (len(models) - 1) / 2) * height
+        accuracy = [100 * by_model[model]["accuracy"] for by_model in rows.values()]
+        bars = ax.barh(y, accuracy, height, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_yticks(np.arange(len(rows)), list(rows))
+    ax.invert_yaxis()
+    ax.set_xlabel(f"accuracy on {result['faces']} faces (%)")
+    ax.set_xlim(0, 100)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(models), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "robustness.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "robustness.md").write_text(markdown(result))
+    plot(result, out / "robustness.png")

@@ -119,10 +119,13 @@ def _augmenter(erase: float, camera: float):
 
 
 def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    average = {"use_ema": True, "ema_momentum": config.average} if config.average > 0 else {}
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+        return keras.optimizers.SGD(
+            config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay, **average
+        )
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
+        return keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay, **average)
     raise TrainError(f"optimizer: {config.optimizer!r} is not one of adamw, sgd")
 
 
@@ -235,6 +238,7 @@ def train(config: TrainConfig) -> dict:
             epochs=config.epochs,
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[
+                *([_AveragedWeights(resumed=done > 0)] if config.average > 0 else []),
                 keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),
                 progress,
                 keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
@@ -258,6 +262,17 @@ def save_float_model(model: keras.Model, path: Path) -> None:
     copy = keras.Model.from_config(model.get_config())  # clone_model would keep the compile state
     copy.set_weights(model.get_weights())
     copy.save(path)
+
+
+class _AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' swap of the averaged weights into the model for validation and at every epoch's end,
+    so that the checkpoints (and so the best epoch and the final model) hold the average. A
+    checkpoint is written in that swapped state, the training weights in the optimiser's average
+    slots: a resumed run starts swapped and swaps back before its first epoch."""
+
+    def __init__(self, resumed: bool) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed
 
 
 class _Progress(keras.callbacks.Callback):
