@@ -297,3 +297,19 @@ def test_an_averaged_run_keeps_the_average_and_resumes_from_its_training_weights
     for weight, slot, average in zip(weights, averages, stopped_average):
         np.testing.assert_allclose(weight.numpy(), average + 1.0, atol=1e-6)
         np.testing.assert_allclose(slot.numpy(), average, atol=1e-6)
+
+
+def test_a_framed_run_draws_its_faces_into_scenes_once(tmp_path):
+    from training.data import load_dataset
+
+    run = tmp_path / "framed"
+    framed_run = ["train", str(FER), "--run-dir", str(run), *TINY[2:], "--framed", "0.5"]
+    assert training_main([*framed_run, "--epochs", "1"]) == 0
+    stored = np.load(run / "framed.npz")
+    faces, framed, found = load_dataset(FER).train.images, stored["framed"], stored["found"]
+    assert framed.shape == faces.shape and found.mean() > 0.5
+    np.testing.assert_array_equal(framed[~found], faces[~found])  # a face the detector missed stays as it was
+    assert (framed[found] != faces[found]).any(axis=(1, 2)).all()
+    made = (run / "framed.npz").stat().st_mtime_ns
+    assert training_main([*framed_run, "--epochs", "2"]) == 0  # resumed: the same faces, not drawn again
+    assert (run / "framed.npz").stat().st_mtime_ns == made and len(history_rows(run)) == 2

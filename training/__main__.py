@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default: %(default)s)",
     )
     t.add_argument(
+        "--framed",
+        type=float,
+        default=defaults.framed,
+        help="share of training faces drawn into a room scene, found by the detector and cut out by its box, "
+        "as the pipeline gets faces from a camera; prepared once, in the run folder (default: %(default)s)",
+    )
+    t.add_argument(
         "--average",
         type=float,
         default=defaults.average,
@@ -124,6 +131,7 @@ def _train(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         erase=args.erase,
         camera=args.camera,
+        framed=args.framed,
         average=args.average,
         init=args.init,
         widths=tuple(int(w) for w in args.widths.split(",")),

@@ -43,6 +43,9 @@ class TrainConfig:
     # Share of training faces passed through a model of a Pi camera (camera_degrade): FER-2013's
     # faces are clean registered crops, the service's are Haar boxes of small, noisy, badly lit faces.
     camera: float = 0.0
+    # Share of training faces shown as the pipeline gets them from a camera: drawn into a room scene,
+    # found by the Haar detector and cut out by its box (training.framing); prepared once per run.
+    framed: float = 0.0
     # A .keras model whose weights start the run: fine-tuning the shipped model on your own faces,
     # or a further training stage; one of other widths with as many stages is widened or pruned to
     # --widths/--dense (model.resize).

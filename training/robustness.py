@@ -1,7 +1,9 @@
 """How a model holds up when faces look the way a Pi camera delivers them, not as FER-2013's clean crops.
 
 Each degradation is applied to every face of a split, the same way for every model (seeded per face),
-so two models' rows can be compared: ``python -m training robustness MODEL [MODEL ...] DATA``.
+so two models' rows can be compared: ``python -m training robustness MODEL [MODEL ...] DATA``. The last
+row is the whole way a camera delivers a face: set into a scene, shot by a bad camera, found there by the
+pipeline's own detector and cut out as the pipeline cuts it (training.framing).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import numpy as np
 
 from training.data import load_split
 from training.evaluate import predict_file
+from training.framing import in_a_frame
 from training.report import classification_report, plt
 
-Degradation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+# A face in, the face as the model would get it out; None when there is no face to give it (not found).
+Degradation = Callable[[np.ndarray, np.random.Generator], np.ndarray | None]
 
 
 def _small(side: int) -> Degradation:
@@ -87,13 +91,17 @@ DEGRADATIONS: dict[str, Degradation] = {
     "dark midtones (gamma 2)": _light(1.0, gamma=2.0),
     "washed out (gamma 0.5)": _light(1.0, gamma=0.5),
     "uneven light (+-50%)": _light(1.0, slope=0.5),
+    "in a frame, found by the detector": in_a_frame,
 }
 
 
-def degrade(faces: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
-    """``faces`` (N, 48, 48) uint8 through one degradation; face i always gets the same random draw."""
+def degrade(faces: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``faces`` (N, 48, 48) uint8 through one degradation, and the indices of the faces it gives back
+    (all, except faces the detector did not find); face i always gets the same random draw."""
     apply = DEGRADATIONS[name]
-    return np.stack([apply(face, np.random.default_rng((seed, i))) for i, face in enumerate(faces)])
+    out = [apply(face, np.random.default_rng((seed, i))) for i, face in enumerate(faces)]
+    kept = np.array([i for i, face in enumerate(out) if face is not None], dtype=int)
+    return np.stack([out[i] for i in kept]) if len(kept) else faces[:0], kept
 
 
 def robustness(models: Sequence[str | Path], data: str | Path, split: str = "test") -> dict:
@@ -101,12 +109,16 @@ def robustness(models: Sequence[str | Path], data: str | Path, split: str = "tes
     faces = load_split(data, split)
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for name in DEGRADATIONS:
-        images = degrade(faces.images, name)
+        images, kept = degrade(faces.images, name)
         rows[name] = {}
         for model in models:
-            report = classification_report(faces.labels, predict_file(model, images).argmax(axis=1))
+            report = classification_report(faces.labels[kept], predict_file(model, images).argmax(axis=1))
             recall = np.mean([c["recall"] for c in report["per_class"].values() if c["support"]])
-            rows[name][str(model)] = {"accuracy": report["accuracy"], "macro_recall": round(float(recall), 4)}
+            rows[name][str(model)] = {
+                "accuracy": report["accuracy"],
+                "macro_recall": round(float(recall), 4),
+                "faces": len(kept),
+            }
     return {"data": faces.origin, "faces": len(faces), "models": [str(m) for m in models], "degradations": rows}
 
 
@@ -130,27 +142,33 @@ def markdown(result: dict) -> str:
     ]
     for name, by_model in result["degradations"].items():
         cells = [f"{100 * by_model[m]['accuracy']:.1f} % ({100 * by_model[m]['macro_recall']:.1f} %)" for m in models]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_row_name(result, name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _row_name(result: dict, name: str) -> str:
+    """The degradation, with how many faces it kept when that is not all of them."""
+    kept = next(iter(result["degradations"][name].values()))["faces"]
+    return name if kept == result["faces"] else f"{name} ({kept} found)"
 
 
 def plot(result: dict, path: Path) -> None:
     """The report as bars, a group per degradation and a bar per model: where a model falls off is
     easier to see than to read from the table."""
     models, rows = result["models"], result["degradations"]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) * max(len(models), 2) / 2 + 1.2))
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) * max(len(models), 2) / 2 + 1.2))
     height = 0.8 / len(models)
     for k, (model, name) in enumerate(zip(models, _names(models))):
         y = np.arange(len(rows)) + (k - (len(models) - 1) / 2) * height
         accuracy = [100 * by_model[model]["accuracy"] for by_model in rows.values()]
         bars = ax.barh(y, accuracy, height, label=name)
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-    ax.set_yticks(np.arange(len(rows)), list(rows))
+    ax.set_yticks(np.arange(len(rows)), [_row_name(result, name) for name in rows])
     ax.invert_yaxis()
     ax.set_xlabel(f"accuracy on {result['faces']} faces (%)")
     ax.set_xlim(0, 100)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(models), frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(models), 2), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -33,6 +33,7 @@ CHECKPOINT = "checkpoint.keras"
 BEST_CHECKPOINT = "best.keras"  # the epoch of highest validation accuracy, kept beside the last
 HISTORY = "history.csv"
 FLOAT_MODEL = "model_float.keras"
+FRAMED = "framed.npz"  # --framed: every training face as the pipeline would crop it, made once per run
 
 
 def class_weights(labels: np.ndarray, power: float) -> np.ndarray:
@@ -149,6 +150,23 @@ def _initial_model(config: TrainConfig) -> keras.Model:
     return model
 
 
+def _framed_faces(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The training faces as the pipeline would crop them from a camera's frames (the original where the
+    detector misses one), and which were found: made once and kept in the run folder for a resume."""
+    path = Path(config.run_dir) / FRAMED
+    if path.exists():
+        stored = np.load(path)
+        if stored["framed"].shape == dataset.train.images.shape:
+            return stored["framed"], stored["found"]
+    from training.framing import frame_faces
+
+    log.info("drawing %d training faces into scenes for --framed (once per run)", len(dataset.train))
+    framed, found = frame_faces(dataset.train.images, config.seed, workers=os.cpu_count() or 1)
+    np.savez_compressed(path, framed=framed, found=found)
+    log.info("the detector found %d of %d drawn faces; %s", found.sum(), len(found), path)
+    return framed, found
+
+
 def _datasets(dataset: Dataset, config: TrainConfig):
     import tensorflow as tf
 
@@ -159,9 +177,16 @@ def _datasets(dataset: Dataset, config: TrainConfig):
     def scale(images):  # data.keras_input, as a TensorFlow op
         return tf.cast(images[..., None], tf.float32) / 255.0
 
-    train = tf.data.Dataset.from_tensor_slices((dataset.train.images, dataset.train.labels)).shuffle(
-        len(dataset.train), seed=config.seed, reshuffle_each_iteration=True
-    )
+    train = tf.data.Dataset.from_tensor_slices((dataset.train.images, dataset.train.labels))
+    if config.framed > 0:
+        framed, found = _framed_faces(dataset, config)
+
+        def pick(clean, other, was_found, y):  # each epoch a new draw of which faces come framed
+            return tf.where(was_found & (tf.random.uniform([]) < config.framed), other, clean), y
+
+        train = tf.data.Dataset.from_tensor_slices((dataset.train.images, framed, found, dataset.train.labels))
+        train = train.map(pick)
+    train = train.shuffle(len(dataset.train), seed=config.seed, reshuffle_each_iteration=True)
     if config.camera > 0:
         train = train.map(
             lambda x, y: (camera_degrade(scale(x), config.camera), y), num_parallel_calls=tf.data.AUTOTUNE
