@@ -177,15 +177,16 @@ def _datasets(dataset: Dataset, config: TrainConfig):
     def scale(images):  # data.keras_input, as a TensorFlow op
         return tf.cast(images[..., None], tf.float32) / 255.0
 
-    train = tf.data.Dataset.from_tensor_slices((dataset.train.images, dataset.train.labels))
     if config.framed > 0:
         framed, found = _framed_faces(dataset, config)
 
         def pick(clean, other, was_found, y):  # each epoch a new draw of which faces come framed
             return tf.where(was_found & (tf.random.uniform([]) < config.framed), other, clean), y
 
-        train = tf.data.Dataset.from_tensor_slices((dataset.train.images, framed, found, dataset.train.labels))
-        train = train.map(pick)
+        faces = (dataset.train.images, framed, found, dataset.train.labels)
+        train = tf.data.Dataset.from_tensor_slices(faces).map(pick)
+    else:
+        train = tf.data.Dataset.from_tensor_slices((dataset.train.images, dataset.train.labels))
     train = train.shuffle(len(dataset.train), seed=config.seed, reshuffle_each_iteration=True)
     if config.camera > 0:
         train = train.map(
