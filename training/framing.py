@@ -20,7 +20,7 @@ from edge.sources.base import Frame
 from edge.vision.detector import Detector, create_detector
 from edge.vision.emotions import face_to_input, to_gray
 from edge.vision.tracker import iou
-from training.truthclips import MIN_FACE, Person, background, draw_person, place, random_camera, shoot
+from training.truthclips import background, draw_person, dressed, place, random_camera, shoot
 
 FOUND = 0.3  # the overlap with where the face was drawn that counts a detector's box as that face
 
@@ -32,9 +32,7 @@ def _detector() -> Detector:
 
 def in_a_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """``face`` (48x48 gray) drawn into a scene, found and cropped; None when the detector misses it."""
-    tint = tuple(rng.uniform(0.75, 1.0) * np.array([rng.uniform(0.80, 0.92), rng.uniform(0.90, 0.98), 1.0]))
-    shirt = tuple(int(c) for c in rng.integers(10, 240, 3))
-    person = Person(face, "", 0, 0, MIN_FACE, 0, 0, tint, shirt, int(rng.integers(10, 90)))  # type: ignore[arg-type]
+    person = dressed(rng, face, "")
     place(rng, [], person)
     canvas = background(rng)
     draw_person(canvas, person)

@@ -130,6 +130,11 @@ def random_person(
             raise SystemExit(f"{path}: not a readable image")
         if frontal(path, face):
             break
+    return dressed(rng, face, label)
+
+
+def dressed(rng: np.random.Generator, face: np.ndarray, label: str) -> Person:
+    """A person around ``face``: a skin tint for the gray photo, a shirt and hair, not yet placed."""
     skin = rng.uniform(0.75, 1.0)
     tint = (skin * rng.uniform(0.80, 0.92), skin * rng.uniform(0.90, 0.98), skin * 1.0)
     shirt = tuple(int(c) for c in rng.integers(10, 240, 3))
