@@ -152,6 +152,7 @@ def convert(config: ConvertConfig) -> dict:
             "seconds_per_epoch": run_report.get("seconds_per_epoch"),
             "parameters": run_report.get("parameters"),
             "config": run_report.get("config"),
+            **({"soup": run_report["soup"]} if "soup" in run_report else {}),
         },
         "calibration": {"faces": len(faces), "from": "training split, class-stratified", "seed": config.seed},
     }

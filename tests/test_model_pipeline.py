@@ -313,3 +313,39 @@ def test_a_framed_run_draws_its_faces_into_scenes_once(tmp_path):
     made = (run / "framed.npz").stat().st_mtime_ns
     assert training_main([*framed_run, "--epochs", "2"]) == 0  # resumed: the same faces, not drawn again
     assert (run / "framed.npz").stat().st_mtime_ns == made and len(history_rows(run)) == 2
+
+
+def test_a_soup_holds_the_mean_of_its_models_weights_and_ships_with_its_record(run_dir, tmp_path):
+    import keras
+
+    first = keras.models.load_model(run_dir / "model_float.keras")
+    other = keras.models.clone_model(first)  # same architecture, other (random) weights
+    other_path = tmp_path / "other.keras"
+    other.save(other_path)
+    soup_dir = tmp_path / "soup"
+    assert training_main(["soup", str(run_dir), str(other_path), "--run-dir", str(soup_dir)]) == 0
+
+    souped = keras.models.load_model(soup_dir / "model_float.keras")
+    for name in ("s1_conv1", "s2_conv1"):
+        expected = (first.get_layer(name).get_weights()[0] + other.get_layer(name).get_weights()[0]) / 2
+        np.testing.assert_allclose(souped.get_layer(name).get_weights()[0], expected, atol=1e-6)
+    report = json.loads((soup_dir / "report.json").read_text())
+    assert [entry["model"] for entry in report["soup"]] == [str(run_dir / "model_float.keras"), str(other_path)]
+    assert all(len(entry["sha256"]) == 64 for entry in report["soup"])
+
+    out = tmp_path / "models" / "emotion_int8.tflite"
+    assert convert_main([str(soup_dir), str(FER), "--out", str(out), "--max-drop", "100", "--calibration", "20"]) == 0
+    shipped_record = json.loads((out.parent / "report" / "training_report.json").read_text())
+    assert shipped_record["soup"] == report["soup"]
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["soup"] == report["soup"]
+
+
+def test_a_soup_of_models_of_other_shapes_is_refused_in_one_line(run_dir, tmp_path, caplog):
+    from training.model import build_model
+
+    wider = tmp_path / "wider.keras"
+    build_model((12, 24), 24).save(wider)
+    argv = ["soup", str(run_dir), str(wider), "--run-dir", str(tmp_path / "soup")]
+    assert training_main(argv) == 1
+    assert f"{wider}: its layers differ from {run_dir / 'model_float.keras'}'s" in caplog.text
+    assert not (tmp_path / "soup").exists()

@@ -1,4 +1,4 @@
-"""``python -m training``: train a model into a resumable run folder, or evaluate any model."""
+"""``python -m training``: train a model into a resumable run folder, average fine-tunes, or evaluate a model."""
 
 from __future__ import annotations
 
@@ -102,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--split", default="test", choices=["train", "test", "private"], help="(default: %(default)s)")
     r.add_argument("--out", help="folder for robustness.json and robustness.md (e.g. models/report)")
 
+    s = sub.add_parser(
+        "soup",
+        help="average the weights of models of one architecture (fine-tunes of one model) into one model",
+    )
+    s.add_argument("models", nargs="+", metavar="MODEL", help="run folders (their model_float.keras) or .keras files")
+    s.add_argument("--run-dir", required=True, help="folder for the soup's model_float.keras and report.json")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "robustness":
             return _robustness(args)
+        if args.command == "soup":
+            return _soup(args)
         return _evaluate(args)
     except (DataError, TrainError, FileNotFoundError) as exc:
         logging.getLogger("training").error("%s", exc)
@@ -160,6 +169,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.report import markdown_table
 
     print(markdown_table(report), end="")
+    return 0
+
+
+def _soup(args: argparse.Namespace) -> int:
+    from training.soup import soup
+
+    soup(args.models, Path(args.run_dir))
     return 0
 
 

@@ -1,0 +1,62 @@
+"""A weight soup: one model whose every weight is the mean of the same weight in several models.
+
+Models fine-tuned from one starting point lie in one basin of the loss, so their mean is a model too,
+often better than each (Wortsman et al. 2022, "Model soups"), at no cost at inference: it is one network
+of the same shape, where an ensemble would cost a pass per member. Batch-norm statistics are averaged
+like the weights; recomputing them on training faces did worse (docs/model.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training.config import TrainError
+from training.train import FLOAT_MODEL, save_float_model
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.json"
+
+
+def model_file(source: str | Path) -> Path:
+    """A run folder's float model, or the .keras file itself."""
+    path = Path(source)
+    path = path / FLOAT_MODEL if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found")
+    return path
+
+
+def mean_weights(models: list[keras.Model], names: list[str]) -> list[np.ndarray]:
+    """Every weight averaged over the models; TrainError naming the first model whose shapes differ."""
+    shapes = [w.shape for w in models[0].get_weights()]
+    for model, name in zip(models[1:], names[1:]):
+        if [w.shape for w in model.get_weights()] != shapes:
+            raise TrainError(f"{name}: its layers differ from {names[0]}'s; a soup needs models of one architecture")
+    return [np.mean(stack, axis=0) for stack in zip(*(m.get_weights() for m in models))]
+
+
+def soup(sources: list[str], out: Path) -> dict:
+    """Write the soup of ``sources`` (run folders or .keras files) as ``out``/model_float.keras, with a
+    report naming each ingredient and its sha256, so that ``convert out`` ships it with its record."""
+    if len(sources) < 2:
+        raise TrainError("a soup needs at least two models")
+    paths = [model_file(source) for source in sources]
+    models = [keras.models.load_model(path) for path in paths]
+    weights = mean_weights(models, [str(path) for path in paths])
+    models[0].set_weights(weights)
+    out.mkdir(parents=True, exist_ok=True)
+    save_float_model(models[0], out / FLOAT_MODEL)
+    report = {
+        "soup": [{"model": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()} for path in paths],
+        "parameters": int(models[0].count_params()),
+    }
+    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    log.info("wrote %s, the mean of %d models' weights", out / FLOAT_MODEL, len(paths))
+    return report
