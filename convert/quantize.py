@@ -22,7 +22,7 @@ from edge.vision.model_card import ModelCard, TensorSpec, card_path, sha256_of
 from training.data import Dataset, keras_input, load_dataset
 from training.evaluate import predict_keras
 from training.report import classification_report, write_evaluation
-from training.train import FLOAT_MODEL
+from training.train import float_model_path
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def convert(config: ConvertConfig) -> dict:
     import keras
 
     source = Path(config.model)
-    keras_path = source / FLOAT_MODEL if source.is_dir() else source
+    keras_path = float_model_path(source)
     if not keras_path.exists():
         raise ConversionError(f"{keras_path}: float model not found (train first, or name a .keras file)")
     model = keras.models.load_model(keras_path)

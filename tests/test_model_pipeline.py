@@ -249,6 +249,7 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, capsys):
     assert training_main(["train", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r")]) == 1
     assert convert_main([str(tmp_path / "norun"), str(FER)]) == 1
     assert training_main(["evaluate", str(tmp_path / "none.tflite"), str(FER)]) == 1
+    assert training_main(["soup", str(tmp_path / "a.keras"), str(tmp_path / "b.keras"), "--run-dir", "s"]) == 1
 
 
 def test_the_shipped_int8_model_scores_the_mean_of_a_face_and_its_mirror():

@@ -17,20 +17,11 @@ import keras
 import numpy as np
 
 from training.config import TrainError
-from training.train import FLOAT_MODEL, save_float_model
+from training.train import FLOAT_MODEL, float_model_path, save_float_model
 
 log = logging.getLogger(__name__)
 
 REPORT = "report.json"
-
-
-def model_file(source: str | Path) -> Path:
-    """A run folder's float model, or the .keras file itself."""
-    path = Path(source)
-    path = path / FLOAT_MODEL if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: model file not found")
-    return path
 
 
 def mean_weights(models: list[keras.Model], names: list[str]) -> list[np.ndarray]:
@@ -47,7 +38,10 @@ def soup(sources: list[str], out: Path) -> dict:
     report naming each ingredient and its sha256, so that ``convert out`` ships it with its record."""
     if len(sources) < 2:
         raise TrainError("a soup needs at least two models")
-    paths = [model_file(source) for source in sources]
+    paths = [float_model_path(source) for source in sources]
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: model file not found")
     models = [keras.models.load_model(path) for path in paths]
     weights = mean_weights(models, [str(path) for path in paths])
     models[0].set_weights(weights)

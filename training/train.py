@@ -36,6 +36,12 @@ FLOAT_MODEL = "model_float.keras"
 FRAMED = "framed.npz"  # --framed: every training face as the pipeline would crop it, made once per run
 
 
+def float_model_path(source: str | Path) -> Path:
+    """A run folder's final float model, or the .keras file named: what convert and soup take."""
+    path = Path(source)
+    return path / FLOAT_MODEL if path.is_dir() else path
+
+
 def class_weights(labels: np.ndarray, power: float) -> np.ndarray:
     """Per-class loss weights, normalised so that the average sample weight is 1."""
     counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(float)
