@@ -3,7 +3,8 @@
 Models fine-tuned from one starting point lie in one basin of the loss, so their mean is a model too,
 often better than each (Wortsman et al. 2022, "Model soups"), at no cost at inference: it is one network
 of the same shape, where an ensemble would cost a pass per member. Batch-norm statistics are averaged
-like the weights; recomputing them on training faces did worse (docs/model.md).
+like the weights, as ``train --average`` keeps them: recomputing them for averaged weights did worse
+(docs/model.md).
 """
 
 from __future__ import annotations
