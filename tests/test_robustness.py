@@ -27,7 +27,7 @@ def test_every_degradation_changes_the_faces_the_same_way_each_time() -> None:
         assert once.shape == (len(kept), *faces.shape[1:]) and once.dtype == np.uint8
         changed = np.abs(once.astype(int) - faces[kept]).mean()
         assert (changed == 0) == (name == "clean"), name
-        assert len(kept) == len(faces) or name == "in a frame, found by the detector", name
+        assert len(kept) == len(faces) or name.startswith("in a frame"), name
 
 
 def test_a_face_in_a_frame_is_found_by_the_pipelines_detector_and_cut_out_as_it_cuts() -> None:
@@ -41,6 +41,18 @@ def test_a_face_in_a_frame_is_found_by_the_pipelines_detector_and_cut_out_as_it_
         [[np.corrcoef(a[centre, centre].ravel(), b[centre, centre].ravel())[0, 1] for b in faces] for a in framed]
     )
     assert (likeness.argmax(axis=1) == kept).mean() >= 0.5
+
+
+def test_a_wider_cut_is_the_same_box_grown_around_the_same_face() -> None:
+    faces = load_split(FER, "test").images
+    tight, kept = robustness.degrade(faces, "in a frame, found by the detector")
+    wide, kept_wide = robustness.degrade(faces, "in a frame, cut 20% wider")
+    np.testing.assert_array_equal(kept, kept_wide)  # the same scenes and detections, only the cut differs
+    # the tight box is the middle 1/1.4 of the wide one (less where the frame's edge clipped the growth)
+    inner = [cv2.resize(face[7:41, 7:41], (48, 48), interpolation=cv2.INTER_LINEAR) for face in wide]
+    likeness = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(inner, tight)]
+    assert np.median(likeness) > 0.9
+    assert np.abs(wide.astype(int) - tight).mean() > 10  # and the whole crop is not the tight one
 
 
 def test_report_on_fixture_matches_evaluate_when_clean_and_writes_its_files(tmp_path: Path, capsys) -> None:
@@ -67,3 +79,13 @@ def test_framing_gives_each_face_the_same_draw_however_many_workers() -> None:
     framed, kept = robustness.degrade(faces, "in a frame, found by the detector", seed=3)
     np.testing.assert_array_equal(framed, one[found_one])  # the report's row is the same framing
     np.testing.assert_array_equal(kept, np.flatnonzero(found_one))
+
+
+def test_framing_with_a_margin_cuts_the_same_found_faces_wider() -> None:
+    faces = load_split(FER, "test").images
+    tight, found = frame_faces(faces, seed=3, workers=1)
+    wide, found_wide = frame_faces(faces, seed=3, workers=1, margin=0.3)
+    np.testing.assert_array_equal(found, found_wide)  # the margin does not change a face's scene
+    np.testing.assert_array_equal(wide[~found], tight[~found])  # a missed face stays as it was
+    moved = np.abs(wide[found].astype(int) - tight[found]).mean(axis=(1, 2))
+    assert (moved > 3).mean() >= 0.7  # most are cut visibly wider (margins are drawn from 0 to 0.3)

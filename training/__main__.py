@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         "as the pipeline gets faces from a camera; prepared once, in the run folder (default: %(default)s)",
     )
     t.add_argument(
+        "--framed-margin",
+        type=float,
+        default=defaults.framed_margin,
+        help="with --framed: cut each framed face wider than the detector's box, by a random share up to this "
+        "of its side on every side, as looser crops come (default: %(default)s)",
+    )
+    t.add_argument(
         "--average",
         type=float,
         default=defaults.average,
@@ -141,6 +148,7 @@ def _train(args: argparse.Namespace) -> int:
         erase=args.erase,
         camera=args.camera,
         framed=args.framed,
+        framed_margin=args.framed_margin,
         average=args.average,
         init=args.init,
         widths=tuple(int(w) for w in args.widths.split(",")),

@@ -46,6 +46,10 @@ class TrainConfig:
     # Share of training faces shown as the pipeline gets them from a camera: drawn into a room scene,
     # found by the Haar detector and cut out by its box (training.framing); prepared once per run.
     framed: float = 0.0
+    # Those framed faces are cut wider than the detector's box, each by a random share up to this of the
+    # box's side on every side: crops from another detector or a photo cropped by hand frame a face more
+    # loosely than Haar does, and a model that saw only tight boxes loses much on them.
+    framed_margin: float = 0.0
     # A .keras model whose weights start the run: fine-tuning the shipped model on your own faces,
     # or a further training stage; one of other widths with as many stages is widened or pruned to
     # --widths/--dense (model.resize).

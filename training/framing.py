@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.pipeline import crop
 from edge.sources.base import Frame
-from edge.vision.detector import Detector, create_detector
+from edge.vision.detector import Detector, create_detector, grow
 from edge.vision.emotions import face_to_input, to_gray
 from edge.vision.tracker import iou
 from training.truthclips import background, draw_person, dressed, place, random_camera, shoot
@@ -30,8 +30,11 @@ def _detector() -> Detector:
     return create_detector()
 
 
-def in_a_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """``face`` (48x48 gray) drawn into a scene, found and cropped; None when the detector misses it."""
+def in_a_frame(face: np.ndarray, rng: np.random.Generator, margin: float = 0.0) -> np.ndarray | None:
+    """``face`` (48x48 gray) drawn into a scene, found and cropped; None when the detector misses it.
+
+    ``margin`` cuts the box wider by that share of its side on every side, as another face detector's box
+    or a photo cropped by hand frames a face more loosely than Haar's; the same draw for every margin."""
     person = dressed(rng, face, "")
     place(rng, [], person)
     canvas = background(rng)
@@ -41,26 +44,30 @@ def in_a_frame(face: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     found = max(boxes, key=lambda box: iou(box, person.box), default=None)
     if found is None or iou(found, person.box) < FOUND:
         return None
-    return face_to_input(crop(gray, found))
+    return face_to_input(crop(gray, grow(found, margin, gray.shape[1], gray.shape[0]) if margin else found))
 
 
-def _frame_range(faces: np.ndarray, start: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _frame_range(faces: np.ndarray, start: int, seed: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
     framed, found = faces.copy(), np.zeros(len(faces), bool)
     for k, face in enumerate(faces):
-        out = in_a_frame(face, np.random.default_rng((seed, start + k)))
+        # the margin from a generator of its own, so that a face's scene is the same whatever the margin
+        wider = np.random.default_rng((seed, start + k, 1)).uniform(0, margin) if margin else 0.0
+        out = in_a_frame(face, np.random.default_rng((seed, start + k)), wider)
         if out is not None:
             framed[k], found[k] = out, True
     return framed, found
 
 
-def frame_faces(faces: np.ndarray, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Every face through :func:`in_a_frame` (face i always with the same draw, however many workers):
-    the framed faces, the original where the detector missed, and which ones were found."""
+def frame_faces(faces: np.ndarray, seed: int, workers: int = 2, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Every face through :func:`in_a_frame` (face i always with the same draw, however many workers), cut
+    wider by a random share up to ``margin``: the framed faces, the original where the detector missed, and
+    which ones were found."""
     chunk = max(1, -(-len(faces) // (workers * 8)))
     starts = range(0, len(faces), chunk)
     # spawned, not forked: the parent may be a training process, and a fork of TensorFlow's threads can hang
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_frame_range, [faces[s : s + chunk] for s in starts], starts, [seed] * len(starts)))
+        chunks = [faces[s : s + chunk] for s in starts]
+        parts = list(pool.map(_frame_range, chunks, starts, [seed] * len(starts), [margin] * len(starts)))
     framed = np.concatenate([p[0] for p in parts]) if parts else faces.copy()
     found = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, bool)
     return framed, found

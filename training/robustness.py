@@ -2,12 +2,14 @@
 
 Each degradation is applied to every face of a split, the same way for every model (seeded per face),
 so two models' rows can be compared: ``python -m training robustness MODEL [MODEL ...] DATA``. The last
-row is the whole way a camera delivers a face: set into a scene, shot by a bad camera, found there by the
-pipeline's own detector and cut out as the pipeline cuts it (training.framing).
+rows are the whole way a camera delivers a face: set into a scene, shot by a bad camera, found there by the
+pipeline's own detector and cut out as the pipeline cuts it (training.framing), or cut wider, as crops from
+another detector or a photo cropped by hand come.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -92,6 +94,7 @@ DEGRADATIONS: dict[str, Degradation] = {
     "washed out (gamma 0.5)": _light(1.0, gamma=0.5),
     "uneven light (+-50%)": _light(1.0, slope=0.5),
     "in a frame, found by the detector": in_a_frame,
+    "in a frame, cut 20% wider": functools.partial(in_a_frame, margin=0.2),
 }
 
 

@@ -167,7 +167,9 @@ def _framed_faces(dataset: Dataset, config: TrainConfig) -> tuple[np.ndarray, np
     from training.framing import frame_faces
 
     log.info("drawing %d training faces into scenes for --framed (once per run)", len(dataset.train))
-    framed, found = frame_faces(dataset.train.images, config.seed, workers=os.cpu_count() or 1)
+    framed, found = frame_faces(
+        dataset.train.images, config.seed, workers=os.cpu_count() or 1, margin=config.framed_margin
+    )
     np.savez_compressed(path, framed=framed, found=found)
     log.info("the detector found %d of %d drawn faces; %s", found.sum(), len(found), path)
     return framed, found
