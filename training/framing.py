@@ -44,14 +44,14 @@ def in_a_frame(face: np.ndarray, rng: np.random.Generator, margin: float = 0.0) 
     found = max(boxes, key=lambda box: iou(box, person.box), default=None)
     if found is None or iou(found, person.box) < FOUND:
         return None
-    return face_to_input(crop(gray, grow(found, margin, gray.shape[1], gray.shape[0]) if margin else found))
+    return face_to_input(crop(gray, grow(found, margin, gray.shape[1], gray.shape[0])))
 
 
 def _frame_range(faces: np.ndarray, start: int, seed: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
     framed, found = faces.copy(), np.zeros(len(faces), bool)
     for k, face in enumerate(faces):
         # the margin from a generator of its own, so that a face's scene is the same whatever the margin
-        wider = np.random.default_rng((seed, start + k, 1)).uniform(0, margin) if margin else 0.0
+        wider = np.random.default_rng((seed, start + k, 1)).uniform(0, margin)
         out = in_a_frame(face, np.random.default_rng((seed, start + k)), wider)
         if out is not None:
             framed[k], found[k] = out, True

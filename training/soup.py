@@ -9,7 +9,6 @@ like the weights, as ``train --average`` keeps them: recomputing them for averag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from edge.vision.model_card import sha256_of
 from training.config import TrainError
 from training.train import FLOAT_MODEL, float_model_path, save_float_model
 
@@ -27,11 +27,12 @@ REPORT = "report.json"
 
 def mean_weights(models: list[keras.Model], names: list[str]) -> list[np.ndarray]:
     """Every weight averaged over the models; TrainError naming the first model whose shapes differ."""
-    shapes = [w.shape for w in models[0].get_weights()]
-    for model, name in zip(models[1:], names[1:]):
-        if [w.shape for w in model.get_weights()] != shapes:
+    weights = [model.get_weights() for model in models]
+    shapes = [w.shape for w in weights[0]]
+    for each, name in zip(weights[1:], names[1:]):
+        if [w.shape for w in each] != shapes:
             raise TrainError(f"{name}: its layers differ from {names[0]}'s; a soup needs models of one architecture")
-    return [np.mean(stack, axis=0) for stack in zip(*(m.get_weights() for m in models))]
+    return [np.mean(stack, axis=0) for stack in zip(*weights)]
 
 
 def soup(sources: list[str], out: Path) -> dict:
@@ -49,7 +50,7 @@ def soup(sources: list[str], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_float_model(models[0], out / FLOAT_MODEL)
     report = {
-        "soup": [{"model": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()} for path in paths],
+        "soup": [{"model": str(path), "sha256": sha256_of(path.read_bytes())} for path in paths],
         "parameters": int(models[0].count_params()),
     }
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
