@@ -97,6 +97,28 @@ def test_camera_degradation_keeps_shape_and_range_and_changes_faces():
     assert changed.mean() > 0.7  # five effects at even odds: almost every face is changed
 
 
+def test_mixup_blends_each_face_its_label_and_its_weight_by_one_share(tmp_path):
+    import tensorflow as tf
+
+    from training.train import mixup
+
+    tf.random.set_seed(0)
+    k = len(EMOTIONS)
+    values = np.arange(1, k + 1, dtype="float32") / 10  # face i is an even gray of value i, its class i
+    images = tf.constant(np.broadcast_to(values[:, None, None, None], (k, 48, 48, 1)).copy())
+    weights = np.arange(1, k + 1, dtype="float32")
+    x, y, w = (t.numpy() for t in mixup(images, tf.eye(k), tf.constant(weights), alpha=0.4))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+    assert (y.max(axis=1) >= 0.5 - 1e-6).all()  # each face keeps the larger share
+    assert (y.max(axis=1) < 0.99).any()  # and some were blended
+    np.testing.assert_allclose(x.reshape(k, -1), np.repeat((y @ values)[:, None], 48 * 48, axis=1), atol=1e-6)
+    np.testing.assert_allclose(w, y @ weights, atol=1e-5)
+    run = tmp_path / "mixup"
+    assert training_main(["train", str(FER), "--run-dir", str(run), *TINY, "--mixup", "0.4"]) == 0
+    assert json.loads((run / "config.json").read_text())["mixup"] == 0.4
+    assert len(history_rows(run)) == 2
+
+
 def test_a_run_can_start_from_another_models_weights(run_dir, tmp_path):
     import keras
 

@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         "use, e.g. 0.999; 0 is off (default: %(default)s)",
     )
     t.add_argument(
+        "--mixup",
+        type=float,
+        default=defaults.mixup,
+        help="alpha of mixup: each face and its label blended with another of its batch by a share drawn from "
+        "Beta(alpha, alpha), e.g. 0.2; 0 is off (default: %(default)s)",
+    )
+    t.add_argument(
         "--init",
         default=defaults.init,
         help="start from this .keras model's weights, e.g. to fine-tune on your faces; a model of other widths with "
@@ -150,6 +157,7 @@ def _train(args: argparse.Namespace) -> int:
         framed=args.framed,
         framed_margin=args.framed_margin,
         average=args.average,
+        mixup=args.mixup,
         init=args.init,
         widths=tuple(int(w) for w in args.widths.split(",")),
         dense=args.dense,

@@ -60,6 +60,11 @@ class TrainConfig:
     # an average over the last few hundred steps of a fine-tune lands in a flatter, better region
     # than the last step does.
     average: float = 0.0
+    # mixup (Zhang et al. 2018): each training face blended with another face of its batch, and its
+    # label with that face's label, by a share drawn from Beta(alpha, alpha); this is alpha, 0 is off.
+    # FER-2013's labels are noisy and its classes overlap (fear and sad, disgust and angry); a
+    # blended target asks for scores between them instead of certainty about either.
+    mixup: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
 

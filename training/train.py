@@ -105,6 +105,25 @@ def camera_degrade(face, probability: float):
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
+def mixup(images, labels, weights, alpha: float):
+    """Each face of a batch blended with another face of the same batch, its one-hot label and its
+    class weight with the other's by the same share; the share each face keeps is drawn from
+    Beta(alpha, alpha) and is the larger of the two, so every face stays mostly itself."""
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    a, b = tf.random.gamma([n], alpha), tf.random.gamma([n], alpha)
+    keep = tf.maximum(a, b) / (a + b)
+    keep = tf.where(tf.math.is_finite(keep), keep, 1.0)  # both draws underflowed to 0: the face unmixed
+    other = tf.random.shuffle(tf.range(n))
+
+    def blend(x, rank: int):
+        share = tf.reshape(keep, [-1] + [1] * (rank - 1))
+        return share * x + (1 - share) * tf.gather(x, other)
+
+    return blend(images, 4), blend(labels, 2), blend(weights, 1)
+
+
 def _augmenter(erase: float, camera: float):
     """Random changes a camera makes anyway: mirror, tilt, distance, offset, light, occlusion. With the
     camera model on, the box moves and scales as much as Haar's does between frames (about 15%)."""
@@ -202,18 +221,17 @@ def _datasets(dataset: Dataset, config: TrainConfig):
         )
     else:
         train = train.map(lambda x, y: (scale(x), y))
-    train = (
-        train.batch(config.batch_size)
-        .map(
-            lambda x, y: (
-                tf.clip_by_value(augment(x, training=True), 0.0, 1.0),
-                tf.one_hot(y, k),
-                tf.gather(weights, y),
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        .prefetch(tf.data.AUTOTUNE)
+    train = train.batch(config.batch_size).map(
+        lambda x, y: (
+            tf.clip_by_value(augment(x, training=True), 0.0, 1.0),
+            tf.one_hot(y, k),
+            tf.gather(weights, y),
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
+    if config.mixup > 0:
+        train = train.map(lambda x, y, w: mixup(x, y, w, config.mixup), num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.prefetch(tf.data.AUTOTUNE)
     val = (
         tf.data.Dataset.from_tensor_slices((dataset.val.images, dataset.val.labels))
         .batch(256)
