@@ -117,11 +117,11 @@ def mixup(images, labels, weights, alpha: float):
     keep = tf.where(tf.math.is_finite(keep), keep, 1.0)  # both draws underflowed to 0: the face unmixed
     other = tf.random.shuffle(tf.range(n))
 
-    def blend(x, rank: int):
-        share = tf.reshape(keep, [-1] + [1] * (rank - 1))
+    def blend(x):
+        share = tf.reshape(keep, [-1] + [1] * (len(x.shape) - 1))
         return share * x + (1 - share) * tf.gather(x, other)
 
-    return blend(images, 4), blend(labels, 2), blend(weights, 1)
+    return blend(images), blend(labels), blend(weights)
 
 
 def _augmenter(erase: float, camera: float):
