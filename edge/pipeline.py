@@ -133,7 +133,7 @@ class Pipeline:
         thumbs = [thumbnail(face) for face in crops]
         owners = self.tracker.assign(boxes, thumbs)
         todo = [i for i, owner in enumerate(owners) if self._needs_classifying(owner, thumbs[i], frame.ts)]
-        rows = self.classifier.predict([crops[i] for i in todo])
+        rows = self.classifier.predict([crops[i] for i in todo], reframe=False)
         probs: list[np.ndarray | None] = [None] * len(boxes)
         for i, row in zip(todo, rows):
             probs[i] = row

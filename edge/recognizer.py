@@ -54,7 +54,7 @@ class EmotionRecognizer:
             raise ValueError(f"expected a gray, BGR or BGRA image, got shape {image.shape}")
         gray = to_gray(image)
         boxes: list[Box] = self.detector.detect(Frame(gray, gray, 0, 0.0))
-        probs = self.classifier.predict([crop(gray, box) for box in boxes])
+        probs = self.classifier.predict([crop(gray, box) for box in boxes], reframe=False)
         return [
             {
                 "box": tuple(int(v) for v in box),

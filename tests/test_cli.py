@@ -117,6 +117,15 @@ def test_bench_delegates_and_prints_figures(edge_env: dict[str, str]) -> None:
     assert "fps" in result.stdout
 
 
+def test_bench_classifier_prints_the_model_and_the_reframing_cost(edge_env: dict[str, str]) -> None:
+    result = edge(edge_env, "bench", "--classifier", "--faces", "20")
+    assert result.returncode == 0, result.stderr
+    model, loose = result.stdout.splitlines()
+    assert "ms/face median" in model and "20 faces of" in model and "budget" in model
+    assert "crops 20% wider a side, reframed first" in loose
+    assert float(loose.split()[0]) > float(model.split()[0])  # a Haar scan on top of the same two passes
+
+
 def demo_lines(stdout: str) -> list[tuple[str, str]]:
     pairs = [line.split(" ", 1) for line in stdout.splitlines()]
     assert all(len(pair) == 2 for pair in pairs), stdout

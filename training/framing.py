@@ -17,8 +17,9 @@ import numpy as np
 
 from edge.pipeline import crop
 from edge.sources.base import Frame
-from edge.vision.detector import Detector, create_detector, grow
+from edge.vision.detector import HaarDetector, grow
 from edge.vision.emotions import face_to_input, to_gray
+from edge.vision.reframe import Reframer
 from edge.vision.tracker import iou
 from training.truthclips import background, draw_person, dressed, place, random_camera, shoot
 
@@ -26,15 +27,19 @@ FOUND = 0.3  # the overlap with where the face was drawn that counts a detector'
 
 
 @functools.cache
-def _detector() -> Detector:
-    return create_detector()
+def _detector() -> HaarDetector:
+    return HaarDetector()  # the pipeline's default detector
 
 
-def in_a_frame(face: np.ndarray, rng: np.random.Generator, margin: float = 0.0) -> np.ndarray | None:
+def in_a_frame(
+    face: np.ndarray, rng: np.random.Generator, margin: float = 0.0, reframe: bool = False
+) -> np.ndarray | None:
     """``face`` (48x48 gray) drawn into a scene, found and cropped; None when the detector misses it.
 
     ``margin`` cuts the box wider by that share of its side on every side, as another face detector's box
-    or a photo cropped by hand frames a face more loosely than Haar's; the same draw for every margin."""
+    or a photo cropped by hand frames a face more loosely than Haar's; the same draw for every margin.
+    ``reframe`` then gives that crop, at full size, to what ``EmotionClassifier.predict`` does to a caller's
+    crop by default (``edge.vision.reframe``) before it is made model input."""
     person = dressed(rng, face, "")
     place(rng, [], person)
     canvas = background(rng)
@@ -44,7 +49,8 @@ def in_a_frame(face: np.ndarray, rng: np.random.Generator, margin: float = 0.0) 
     found = max(boxes, key=lambda box: iou(box, person.box), default=None)
     if found is None or iou(found, person.box) < FOUND:
         return None
-    return face_to_input(crop(gray, grow(found, margin, gray.shape[1], gray.shape[0])))
+    cut = crop(gray, grow(found, margin, gray.shape[1], gray.shape[0]))
+    return face_to_input(Reframer(_detector())(cut) if reframe else cut)
 
 
 def _frame_range(faces: np.ndarray, start: int, seed: int, margin: float) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ Each degradation is applied to every face of a split, the same way for every mod
 so two models' rows can be compared: ``python -m training robustness MODEL [MODEL ...] DATA``. The last
 rows are the whole way a camera delivers a face: set into a scene, shot by a bad camera, found there by the
 pipeline's own detector and cut out as the pipeline cuts it (training.framing), or cut wider, as crops from
-another detector or a photo cropped by hand come.
+another detector or a photo cropped by hand come, and that crop as ``EmotionClassifier.predict`` reframes it.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ DEGRADATIONS: dict[str, Degradation] = {
     "uneven light (+-50%)": _light(1.0, slope=0.5),
     "in a frame, found by the detector": in_a_frame,
     "in a frame, cut 20% wider": functools.partial(in_a_frame, margin=0.2),
+    "in a frame, cut 20% wider, reframed": functools.partial(in_a_frame, margin=0.2, reframe=True),
 }
 
 

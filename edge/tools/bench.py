@@ -36,11 +36,12 @@ from edge.tools.demo import DEMO_CLIP
 from edge.tools.truth import Face, load_truth, score
 from edge.tools.truth import to_text as truth_text
 from edge.vision.classifier import EmotionClassifier
-from edge.vision.detector import HaarDetector
+from edge.vision.detector import HaarDetector, grow
 
 STAGES = ("capture", "detect", "classify", "track")
 WARMUP = 5  # first interpreter invocations and cascade evaluations are slower; not what a service sees
 CLASSIFIER_BUDGET_MS = 2.0
+LOOSE_MARGIN = 0.2  # the robustness report's "cut 20% wider" crops: how another detector or a hand frames a face
 
 
 def rss_mb() -> tuple[float, float]:
@@ -129,14 +130,16 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
 
 
-def demo_faces() -> list[np.ndarray]:
+def demo_faces(margin: float = 0.0) -> list[np.ndarray]:
+    """The faces of the demo clip's first frame, cut by the detector's boxes grown by ``margin`` a side."""
     source = open_source(str(DEMO_CLIP))
     try:
         frame = source.read()
     finally:
         source.close()
     assert frame is not None, f"{DEMO_CLIP}: no frame"
-    return [crop(frame.image, box) for box in HaarDetector().detect(frame)]
+    height, width = frame.image.shape[:2]
+    return [crop(frame.image, grow(box, margin, width, height)) for box in HaarDetector().detect(frame)]
 
 
 def run_classifier(
@@ -144,14 +147,9 @@ def run_classifier(
 ) -> dict[str, Any]:
     classifier = EmotionClassifier.load(model, backend=backend, num_threads=threads)
     faces = demo_faces()
-    for face in faces * WARMUP:
-        classifier.predict([face])
-    times = []
-    for i in range(max(1, n)):
-        face = faces[i % len(faces)]
-        started = time.perf_counter()
-        classifier.predict([face])
-        times.append((time.perf_counter() - started) * 1000.0)
+    times = _per_face(classifier, faces, n, reframe=False)
+    # What a caller's loose crop costs on top: found again in the crop and cut down (edge.vision.reframe).
+    loose = _per_face(classifier, demo_faces(LOOSE_MARGIN), n, reframe=True)
     report = {
         "mean_ms": statistics.fmean(times),
         "median_ms": statistics.median(times),
@@ -161,14 +159,29 @@ def run_classifier(
         "backend": classifier.backend,
         "input": classifier.input_size,
         "face_size": faces[0].shape[0],
+        "loose_median_ms": statistics.median(loose),
     }
     verdict = "within" if report["median_ms"] <= CLASSIFIER_BUDGET_MS else "OVER"
     out.write(
         f"{report['median_ms']:.3f} ms/face median, {report['mean_ms']:.3f} mean, {report['p95_ms']:.3f} p95 "
         f"({report['faces']} faces of {report['face_size']} px -> {report['input']} px, {threads} thread(s), "
         f"{report['backend']}); {verdict} the {CLASSIFIER_BUDGET_MS:g} ms budget\n"
+        f"{report['loose_median_ms']:.3f} ms/face median for crops {LOOSE_MARGIN:.0%} wider a side, reframed first "
+        "(predict's default; the pipeline's own crops skip it)\n"
     )
     return report
+
+
+def _per_face(classifier: EmotionClassifier, faces: list[np.ndarray], n: int, *, reframe: bool) -> list[float]:
+    """Milliseconds of ``n`` single-face predictions, cycling through ``faces``, after a warm-up."""
+    for face in faces * WARMUP:
+        classifier.predict([face], reframe=reframe)
+    times = []
+    for i in range(max(1, n)):
+        started = time.perf_counter()
+        classifier.predict([faces[i % len(faces)]], reframe=reframe)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return times
 
 
 def to_text(report: dict[str, Any]) -> str:

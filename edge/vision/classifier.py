@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from edge.noise import stderr_to_log
+from edge.vision.detector import DetectorError, HaarDetector
 from edge.vision.emotions import face_to_input
 from edge.vision.litert import interpreter_class
 from edge.vision.model_card import ModelCard, ModelError, TensorSpec, card_path, sha256_of
+from edge.vision.reframe import Reframer
 
 # edge/models: in a checkout a link to models/ (where training and convert write), in a wheel the copy
 # it carries (pyproject.toml's package data), so the shipped model is found either way.
@@ -54,6 +56,8 @@ class EmotionClassifier:
         self.labels: tuple[str, ...] = card.labels
         self.input_size: int = self._input.shape[1]
         self.sha256 = card.sha256
+        self._reframer: Reframer | None = None
+        self._reframe_failed = False
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, backend: str = "auto", num_threads: int = 1) -> EmotionClassifier:
@@ -77,12 +81,30 @@ class EmotionClassifier:
             )
         return cls(content, card, backend=backend, num_threads=num_threads, name=str(model_path))
 
-    def predict(self, faces: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (N, len(labels)) for N uint8 face crops of any size, gray or BGR."""
+    def predict(self, faces: np.ndarray | Sequence[np.ndarray], *, reframe: bool = True) -> np.ndarray:
+        """Probabilities (N, len(labels)) for N uint8 face crops of any size, gray or BGR.
+
+        ``reframe``: each crop is first cut down to its face as the detector frames one (``edge.vision.reframe``),
+        so crops from another detector or cut by hand are classified as well as the pipeline's own; crops the
+        detector's boxes cut already (the pipeline's) pass False and are classified exactly as given.
+        """
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        reframer = self._reframing() if reframe else None
+        if reframer is not None:
+            faces = [reframer(face) for face in faces]
         batch = np.stack([face_to_input(face, self.input_size) for face in faces])
         return np.stack([self._infer(face) for face in batch])
+
+    def _reframing(self) -> Reframer | None:
+        """The reframer, made on first use (it loads a Haar cascade); None, said once, where there is no cascade."""
+        if self._reframer is None and not self._reframe_failed:
+            try:
+                self._reframer = Reframer(HaarDetector())
+            except DetectorError as exc:
+                self._reframe_failed = True
+                log.warning("face crops are classified as given, not reframed: %s", exc)
+        return self._reframer
 
     def _infer(self, face: np.ndarray) -> np.ndarray:
         x = face.astype(np.float32)[None, :, :, None] / 255.0

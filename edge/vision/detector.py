@@ -58,9 +58,13 @@ class RegionDetector(Detector, Protocol):
     """A detector that can also scan part of a frame, and look for one face of about a known size near a
     known place at full resolution: what ``edge.vision.scan.Scanner`` asks for between full-frame scans."""
 
+    min_size: int  # the smallest face it finds, in full-resolution pixels
+
     def detect(self, frame: Frame, region: Box | None = None) -> list[Box]: ...
 
-    def detect_near(self, frame: Frame, box: Box, margin: float) -> list[Box]: ...
+    def detect_near(
+        self, frame: Frame, box: Box, margin: float, *, sizes: tuple[float, float] = ..., detail: int = ...
+    ) -> list[Box]: ...
 
 
 def grow(box: Box, margin: float, width: int, height: int) -> Box:
@@ -174,25 +178,33 @@ class HaarDetector:
             boxes.append((x0 - left, y, x1 - x0, h))
         return np.asarray(boxes, dtype=int).reshape(-1, 4)
 
-    def detect_near(self, frame: Frame, box: Box, margin: float = 0.5) -> list[Box]:
-        """Faces of ``NEAR_SIZES`` times ``box``'s size within ``box`` grown by ``margin``: the region is cut from the
-        full-resolution image and scaled so such a face is ``NEAR_FACE`` px, a few pyramid steps of a small
-        picture. So a tracked face is looked for in more detail than a downscaled full scan gives, for a
+    def detect_near(
+        self,
+        frame: Frame,
+        box: Box,
+        margin: float = 0.5,
+        *,
+        sizes: tuple[float, float] = NEAR_SIZES,
+        detail: int = NEAR_FACE,
+    ) -> list[Box]:
+        """Faces of ``sizes`` times ``box``'s size within ``box`` grown by ``margin``: the region is cut from the
+        full-resolution image and scaled so a face of ``box``'s size is ``detail`` px, a few pyramid steps of a
+        small picture. So a tracked face is looked for in more detail than a downscaled full scan gives, for a
         fraction of its cost (docs/pipeline.md)."""
         height, width = frame.image.shape[:2]
         size = max(box[2], box[3])  # a face cut by the frame's edge is as tall as it is wide
         x, y, w, h = grow((box[0], box[1], size, size), margin, width, height)
         if w < 2 or h < 2:
             return []
-        scale = max(1.0, size / NEAR_FACE)  # full-resolution pixels per scan pixel; never enlarge
+        scale = max(1.0, size / detail)  # full-resolution pixels per scan pixel; never enlarge
         region = to_gray(frame.image[y : y + h, x : x + w])
         if scale > 1.0:
             region = cv2.resize(
                 region, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA
             )
         face = size / scale
-        smallest = max(round(NEAR_SIZES[0] * face), round(self.min_size / scale), 1)
-        largest = max(smallest + 1, round(NEAR_SIZES[1] * face))
+        smallest = max(round(sizes[0] * face), round(self.min_size / scale), 1)
+        largest = max(smallest + 1, round(sizes[1] * face))
         at_edges = (x == 0, x + w == width)
         found = self._scan(
             region, at_edges, round(face / 2), NEAR_SCALE_FACTOR, (smallest, smallest), (largest, largest)
