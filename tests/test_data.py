@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from helpers import read_image
 
-from edge.vision.emotions import EMOTIONS
+from edge.vision.detector import HaarDetector
+from edge.vision.emotions import EMOTIONS, face_to_input
+from edge.vision.reframe import Reframer
 from training.data import DataError, load_dataset, load_split
 
 FER = Path(__file__).parent / "fixtures" / "fer"
@@ -84,6 +86,22 @@ def test_own_photos_any_size_and_colour_without_test_folder(tmp_path):
     assert data.train.images.shape[1:] == (48, 48)
     assert len(data.train) + len(data.val) == 28
     assert data.val.class_counts() == [1] * 7
+
+
+def test_own_photos_are_cut_to_the_face_as_predict_cuts_them(tmp_path):
+    """A loosely cropped photo is loaded as the face its detector box frames; a 48 px face as it is."""
+    photo = read_image(Path(__file__).parent / "fixtures" / "media" / "one_face.jpg")
+    loose = photo[78:374, 176:472]  # the face's detector box (218, 120, 212, 212) cut 20 % wider a side
+    face = read_image(next((FER / "test" / "happy").glob("*.jpg")), cv2.IMREAD_GRAYSCALE)
+    folder = tmp_path / "photos" / "happy"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "a_loose.png"), loose)
+    cv2.imwrite(str(folder / "b_fer.png"), face)
+    images = load_split(tmp_path / "photos").images
+    expected = face_to_input(Reframer(HaarDetector())(loose))
+    assert np.array_equal(images[0], expected)
+    assert not np.array_equal(images[0], face_to_input(loose))
+    assert np.array_equal(images[1], face)
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):

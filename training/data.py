@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.sources.images import IMAGE_SUFFIXES
 from edge.vision.emotions import EMOTIONS, FACE_SIZE, face_to_input
+from edge.vision.reframe import default_reframer
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,9 @@ def _read_class_folders(folder: Path) -> Split:
     images: list[np.ndarray] = []
     labels: list[int] = []
     skipped: list[str] = []
+    # Photos of any framing are cut to the face as EmotionClassifier.predict cuts them (edge.vision.reframe), so
+    # a model trains and is scored on faces framed as the Pi's detector frames them; 48 px faces are kept whole.
+    reframe = default_reframer() or (lambda face: face)
     for class_dir in class_dirs:
         name = class_dir.name.lower()
         if name not in EMOTIONS:
@@ -153,7 +157,7 @@ def _read_class_folders(folder: Path) -> Split:
             if image is None or image.size == 0:
                 skipped.append(str(file))
                 continue
-            images.append(face_to_input(_to_uint8(image)))
+            images.append(face_to_input(reframe(_to_uint8(image))))
             labels.append(label)
     if skipped:
         log.warning("%s: skipped %d unreadable image(s), first: %s", folder, len(skipped), skipped[0])

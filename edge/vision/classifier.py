@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from edge.noise import stderr_to_log
-from edge.vision.detector import DetectorError, HaarDetector
 from edge.vision.emotions import face_to_input
 from edge.vision.litert import interpreter_class
 from edge.vision.model_card import ModelCard, ModelError, TensorSpec, card_path, sha256_of
-from edge.vision.reframe import Reframer
+from edge.vision.reframe import default_reframer
 
 # edge/models: in a checkout a link to models/ (where training and convert write), in a wheel the copy
 # it carries (pyproject.toml's package data), so the shipped model is found either way.
@@ -56,8 +55,6 @@ class EmotionClassifier:
         self.labels: tuple[str, ...] = card.labels
         self.input_size: int = self._input.shape[1]
         self.sha256 = card.sha256
-        self._reframer: Reframer | None = None
-        self._reframe_failed = False
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, backend: str = "auto", num_threads: int = 1) -> EmotionClassifier:
@@ -90,21 +87,11 @@ class EmotionClassifier:
         """
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        reframer = self._reframing() if reframe else None
+        reframer = default_reframer() if reframe else None
         if reframer is not None:
             faces = [reframer(face) for face in faces]
         batch = np.stack([face_to_input(face, self.input_size) for face in faces])
         return np.stack([self._infer(face) for face in batch])
-
-    def _reframing(self) -> Reframer | None:
-        """The reframer, made on first use (it loads a Haar cascade); None, said once, where there is no cascade."""
-        if self._reframer is None and not self._reframe_failed:
-            try:
-                self._reframer = Reframer(HaarDetector())
-            except DetectorError as exc:
-                self._reframe_failed = True
-                log.warning("face crops are classified as given, not reframed: %s", exc)
-        return self._reframer
 
     def _infer(self, face: np.ndarray) -> np.ndarray:
         x = face.astype(np.float32)[None, :, :, None] / 255.0

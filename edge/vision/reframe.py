@@ -13,11 +13,16 @@ found in it (a profile, a hand over the face): then the model sees what the call
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import numpy as np
 
 from edge.sources import Frame
-from edge.vision.detector import Box, RegionDetector
+from edge.vision.detector import Box, DetectorError, HaarDetector, RegionDetector
 from edge.vision.emotions import to_gray
+
+log = logging.getLogger(__name__)
 
 # The face sizes looked for, as shares of the crop's longer side: from a crop framed as Haar frames a face to
 # one cut about 60% wider on every side.
@@ -72,3 +77,14 @@ class Reframer:
             return face
         x, y, w, h = box
         return face[y : y + h, x : x + w]
+
+
+@functools.cache
+def default_reframer() -> Reframer | None:
+    """The reframer over the pipeline's default detector, made once (it loads a Haar cascade); None, said once
+    in the log, where no cascade is installed: crops are then used as given."""
+    try:
+        return Reframer(HaarDetector())
+    except DetectorError as exc:
+        log.warning("face crops are used as given, not reframed: %s", exc)
+        return None
