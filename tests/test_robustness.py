@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from edge.vision.classifier import DEFAULT_MODEL
+from edge.vision.emotions import EMOTIONS
 from training import robustness
 from training.__main__ import main as training_main
 from training.data import load_split
@@ -89,3 +90,21 @@ def test_framing_with_a_margin_cuts_the_same_found_faces_wider() -> None:
     np.testing.assert_array_equal(wide[~found], tight[~found])  # a missed face stays as it was
     moved = np.abs(wide[found].astype(int) - tight[found]).mean(axis=(1, 2))
     assert (moved > 3).mean() >= 0.7  # most are cut visibly wider (margins are drawn from 0 to 0.3)
+
+
+def test_photos_are_found_faces_cut_wider_at_full_size_in_class_folders(tmp_path: Path) -> None:
+    """``python -m training photos``: a loosely cropped photo set from test faces, the same for a seed."""
+    faces = load_split(FER, "test")
+    assert training_main(["photos", str(FER), str(tmp_path / "a"), "--seed", "3", "--margin", "0.3"]) == 0
+    written = sorted((tmp_path / "a").glob("*/*.png"))
+    _, kept = robustness.degrade(faces.images, "in a frame, found by the detector", seed=3)
+    assert len(written) == len(kept) > len(faces) // 2  # the faces the detector found, no others
+    assert [p.parent.name for p in written] == [EMOTIONS[faces.labels[i]] for i in kept]
+    assert [int(p.stem) for p in written] == list(kept)
+    sides = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape[0] for p in written]
+    assert min(sides) > 48  # a face of 50 px or more in the scene, plus 30 % on every side, not resized
+    training_main(["photos", str(FER), str(tmp_path / "b"), "--seed", "3", "--margin", "0.3"])
+    assert all(
+        np.array_equal(cv2.imread(str(p)), cv2.imread(str(tmp_path / "b" / p.relative_to(tmp_path / "a"))))
+        for p in written
+    )

@@ -116,6 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--split", default="test", choices=["train", "test", "private"], help="(default: %(default)s)")
     r.add_argument("--out", help="folder for robustness.json and robustness.md (e.g. models/report)")
 
+    p = sub.add_parser(
+        "photos",
+        help="a split's faces drawn into scenes, found by the detector and cut wider: photos in class folders",
+    )
+    p.add_argument("data", help="fer2013.csv or an image folder (as for train)")
+    p.add_argument("out", help="folder to write <class>/<index>.png into")
+    p.add_argument("--split", default="test", choices=["train", "test", "private"], help="(default: %(default)s)")
+    p.add_argument("--margin", type=float, default=0.2, help="share of the box added on every side (%(default)s)")
+    p.add_argument("--seed", type=int, default=7, help="the scenes' random draw (%(default)s)")
+
     s = sub.add_parser(
         "soup",
         help="average the weights of models of one architecture (fine-tunes of one model) into one model",
@@ -133,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "robustness":
             return _robustness(args)
+        if args.command == "photos":
+            return _photos(args)
         if args.command == "soup":
             return _soup(args)
         return _evaluate(args)
@@ -202,6 +214,16 @@ def _robustness(args: argparse.Namespace) -> int:
     if args.out:
         robustness.write(result, Path(args.out))
     print(robustness.markdown(result), end="")
+    return 0
+
+
+def _photos(args: argparse.Namespace) -> int:
+    from training.data import load_split
+    from training.framing import write_photos
+
+    faces = load_split(args.data, args.split)
+    written = write_photos(faces, Path(args.out), args.margin, args.seed, workers=os.cpu_count() or 1)
+    print(f"{args.out}: {written} photos of {len(faces)} faces (the detector missed the rest), {args.margin:.0%} wider")
     return 0
 
 

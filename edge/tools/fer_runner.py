@@ -1,8 +1,9 @@
 """The ``fer`` package's side of ``edge/tools/fer_peer.py``; runs in fer's own venv (it needs TensorFlow).
 
-Prints one JSON line per frame of CLIP, ``[{"box": [x, y, w, h], "label": ...}, ...]``, then one line
-``{"frames": N, "wall_s": ..., "cpu_s": ...}``: the time ``FER.detect_emotions`` took over all frames,
-decoding excluded (the clip is read into memory first), after one warm-up call.
+``fer_runner.py CLIP`` prints one JSON line per frame of CLIP, ``[{"box": [x, y, w, h], "label": ...}, ...]``;
+``fer_runner.py --photos`` reads image paths from stdin, one a line, and prints the same line per photo. Then
+one line ``{"frames": N, "wall_s": ..., "cpu_s": ...}``: the time ``FER.detect_emotions`` took over all frames
+or photos, decoding excluded (they are read into memory first), after one warm-up call.
 """
 
 import json
@@ -13,14 +14,26 @@ import cv2
 from fer.fer import FER  # only in fer's own venv
 
 
-def main() -> int:
-    capture = cv2.VideoCapture(sys.argv[1])
-    frames = []
+def read_frames(clip: str) -> list:
+    capture = cv2.VideoCapture(clip)
+    frames: list = []
     while True:
         ok, image = capture.read()
         if not ok:
-            break
+            return frames
         frames.append(image)
+
+
+def main() -> int:
+    if sys.argv[1] == "--photos":
+        paths = sys.stdin.read().splitlines()
+        frames = [cv2.imread(path) for path in paths]
+        missing = [path for path, image in zip(paths, frames) if image is None]
+        if missing:
+            print(f"{missing[0]}: not a readable image", file=sys.stderr)
+            return 1
+    else:
+        frames = read_frames(sys.argv[1])
     if not frames:
         print(f"{sys.argv[1]}: no frames", file=sys.stderr)
         return 1
