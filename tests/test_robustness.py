@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from helpers import read_image
 
 from edge.vision.classifier import DEFAULT_MODEL
 from edge.vision.emotions import EMOTIONS
@@ -101,10 +102,9 @@ def test_photos_are_found_faces_cut_wider_at_full_size_in_class_folders(tmp_path
     assert len(written) == len(kept) > len(faces) // 2  # the faces the detector found, no others
     assert [p.parent.name for p in written] == [EMOTIONS[faces.labels[i]] for i in kept]
     assert [int(p.stem) for p in written] == list(kept)
-    sides = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape[0] for p in written]
+    sides = [read_image(p, cv2.IMREAD_GRAYSCALE).shape[0] for p in written]
     assert min(sides) > 48  # a face of 50 px or more in the scene, plus 30 % on every side, not resized
     training_main(["photos", str(FER), str(tmp_path / "b"), "--seed", "3", "--margin", "0.3"])
     assert all(
-        np.array_equal(cv2.imread(str(p)), cv2.imread(str(tmp_path / "b" / p.relative_to(tmp_path / "a"))))
-        for p in written
+        np.array_equal(read_image(p), read_image(tmp_path / "b" / p.relative_to(tmp_path / "a"))) for p in written
     )
