@@ -71,13 +71,60 @@ def test_same_command_resumes_where_it_stopped(run_dir):
 def test_a_changed_setting_with_an_existing_run_folder_is_refused_in_one_line(run_dir, caplog):
     stored = (run_dir / "config.json").read_text()
     history = history_rows(run_dir)
-    changed = [*TINY, "--learning-rate", "0.5", "--dense", "32"]
+    changed = [*TINY, "--learning-rate", "0.5", "--dense", "32", "--precision", "float32"]
     assert training_main(["train", str(FER), "--run-dir", str(run_dir), *changed]) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "\n" not in errors[0]
     assert f"{run_dir} was started with other settings" in errors[0]
     assert "--learning-rate 0.002 -> 0.5" in errors[0] and "--dense 16 -> 32" in errors[0]
+    assert "--precision auto -> float32" in errors[0]
     assert (run_dir / "config.json").read_text() == stored and history_rows(run_dir) == history
+
+
+@pytest.mark.parametrize("shape", [(16, 6, 6, 5), (16, 5)], ids=["feature map", "head"])
+def test_the_fused_batch_norm_trains_as_keras_batch_norm(shape):
+    import keras
+
+    from training.model import FusedBatchNormalization
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, shape).astype("float32")
+    plain, fused = keras.layers.BatchNormalization(momentum=0.5), FusedBatchNormalization(momentum=0.5)
+    for _ in range(3):  # the moving statistics move the same way, step after step
+        np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-5)
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert fused.moving_variance.numpy().mean() > 7  # 9 - 8 / 2**3: it follows the batches' variance
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-5)
+
+
+def saved_layers(path: Path) -> list[tuple[str, str]]:
+    """(class, dtype policy) of each layer as a .keras file stores it, read without loading it."""
+    import zipfile
+
+    config = json.loads(zipfile.ZipFile(path).read("config.json"))["config"]
+    return [(layer["class_name"], layer["config"]["dtype"]["config"]["name"]) for layer in config["layers"][1:]]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_run_computes_in_the_precision_asked_and_saves_plain_float32_models(precision, tmp_path, caplog):
+    import keras
+
+    run = tmp_path / precision
+    caplog.set_level("INFO")
+    argv = ["train", str(FER), "--run-dir", str(run), *TINY, "--epochs", "1", "--precision", precision]
+    assert training_main(argv) == 0
+    assert f"computing in {precision} (--precision {precision})" in caplog.text
+    checkpoint = keras.models.load_model(run / "checkpoint.keras")
+    assert checkpoint.get_layer("s1_conv1").compute_dtype == precision
+    assert checkpoint.get_layer("scores").compute_dtype == "float32"
+    for name in ("model_float.keras", "best.keras"):
+        stored = saved_layers(run / name)
+        assert ("BatchNormalization", "float32") in stored, name
+        assert {policy for _, policy in stored} == {"float32"}, name
+        assert not any("Fused" in kind for kind, _ in stored), name
+    saved = keras.models.load_model(run / "model_float.keras")
+    faces = fixture_faces()
+    np.testing.assert_allclose(saved.predict(faces, verbose=0), checkpoint.predict(faces, verbose=0), atol=0.02)
 
 
 def test_camera_degradation_keeps_shape_and_range_and_changes_faces():

@@ -14,31 +14,90 @@ from keras import layers
 
 from edge.vision.emotions import EMOTIONS, FACE_SIZE
 
+# Precisions a model can train in, as Keras dtype policies: "bfloat16" keeps float32 weights and
+# computes in bfloat16, which CPUs with AMX (Intel Xeon since Sapphire Rapids) multiply in hardware.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@keras.saving.register_keras_serializable(package="emotion_edge")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' batch norm, with the batch's statistics and the normalisation in training computed by
+    TensorFlow's fused kernel (FusedBatchNormV3) instead of Keras' separate moment and arithmetic ops.
+
+    Why: on a CPU those separate ops cost more than the convolutions around them once these run in
+    bfloat16 (docs/model.md measures it). Same weights in the same order as BatchNormalization, kept
+    in float32 whatever the compute dtype, the same moving-average update and Keras' biased batch
+    variance, so weights move between the two with set_weights; inference is Keras' own.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("autocast", False)  # the fused kernel takes float32 scale and offset
+        super().__init__(**kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None or self.renorm or self.axis != -1:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        x = inputs if len(inputs.shape) == 4 else tf.reshape(inputs, [-1, 1, 1, channels])
+        none = tf.constant([], tf.float32)
+        y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=self.gamma, offset=self.beta, mean=none, variance=none, epsilon=self.epsilon, is_training=True
+        )
+        n = tf.cast(tf.size(x) // channels, tf.float32)
+        variance *= (n - 1.0) / tf.maximum(n, 2.0)  # the kernel's variance is Bessel-corrected; Keras' is not
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(tf.reshape(y, tf.shape(inputs)), self.compute_dtype)
+
 
 def build_model(
     widths: tuple[int, ...] = (32, 64, 128, 256),
     dense: int = 256,
     dropout: float = 0.4,
     input_size: int = FACE_SIZE,
+    *,
+    precision: str | None = None,
 ) -> keras.Model:
-    """Input: gray faces scaled to [0, 1], shape (N, size, size, 1); output: softmax over EMOTIONS."""
+    """Input: gray faces scaled to [0, 1], shape (N, size, size, 1); output: softmax over EMOTIONS.
+
+    ``precision`` None: the model as saved and shipped, float32 with Keras' own layers, so loading it
+    needs nothing of this package. One of PRECISIONS: the same network as training runs it, with
+    FusedBatchNormalization and that dtype policy; :func:`plain_copy` turns it into the saved form.
+    """
+    dtype = PRECISIONS[precision] if precision else "float32"
+    norm = FusedBatchNormalization if precision else layers.BatchNormalization
     inputs = keras.Input((input_size, input_size, 1), name="face")
     x = inputs
     for stage, width in enumerate(widths, start=1):
         for conv in (1, 2):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{stage}_conv{conv}")(x)
-            x = layers.BatchNormalization(name=f"s{stage}_bn{conv}")(x)
-            x = layers.ReLU(name=f"s{stage}_relu{conv}")(x)
-        x = layers.MaxPooling2D(name=f"s{stage}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(dropout, name="head_drop1")(x)
-    x = layers.Dense(dense, use_bias=False, name="head_dense")(x)
-    x = layers.BatchNormalization(name="head_bn")(x)
-    x = layers.ReLU(name="head_relu")(x)
-    x = layers.Dropout(dropout, name="head_drop2")(x)
-    x = layers.Dense(len(EMOTIONS), name="logits")(x)
-    outputs = layers.Softmax(name="scores")(x)
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{stage}_conv{conv}", dtype=dtype)(x)
+            x = norm(name=f"s{stage}_bn{conv}", dtype=dtype)(x)
+            x = layers.ReLU(name=f"s{stage}_relu{conv}", dtype=dtype)(x)
+        x = layers.MaxPooling2D(name=f"s{stage}_pool", dtype=dtype)(x)
+    x = layers.Flatten(name="flatten", dtype=dtype)(x)
+    x = layers.Dropout(dropout, name="head_drop1", dtype=dtype)(x)
+    x = layers.Dense(dense, use_bias=False, name="head_dense", dtype=dtype)(x)
+    x = norm(name="head_bn", dtype=dtype)(x)
+    x = layers.ReLU(name="head_relu", dtype=dtype)(x)
+    x = layers.Dropout(dropout, name="head_drop2", dtype=dtype)(x)
+    x = layers.Dense(len(EMOTIONS), name="logits", dtype=dtype)(x)
+    outputs = layers.Softmax(name="scores", dtype="float32")(x)  # scores and the loss stay float32
     return keras.Model(inputs, outputs, name="emotion_cnn")
+
+
+def plain_copy(model: keras.Model) -> keras.Model:
+    """``model``'s weights in the saved form of its network (``build_model`` without a precision)."""
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    copy = build_model(
+        tuple(conv.filters for conv in convs[::2]),
+        model.get_layer("head_dense").units,
+        model.get_layer("head_drop1").rate,
+        model.input_shape[1],
+    )
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def resize(source: keras.Model, target: keras.Model) -> None:

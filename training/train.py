@@ -24,7 +24,7 @@ from edge.vision.emotions import EMOTIONS
 from training.config import TrainConfig, TrainError
 from training.data import Dataset, load_dataset
 from training.evaluate import predict_keras
-from training.model import build_model, resize
+from training.model import PRECISIONS, build_model, plain_copy, resize
 from training.report import classification_report, plot_history, write_evaluation
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,26 @@ def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     raise TrainError(f"optimizer: {config.optimizer!r} is not one of adamw, sgd")
 
 
-def _initial_model(config: TrainConfig) -> keras.Model:
-    model = build_model(config.widths, config.dense, config.dropout)
+def resolve_precision(requested: str) -> str:
+    """``requested``, with "auto" made bfloat16 where the CPU multiplies it in hardware (AMX) and no GPU
+    is visible, float32 elsewhere: without AMX, bfloat16 on a CPU is emulated and no faster."""
+    if requested != "auto":
+        if requested not in PRECISIONS:
+            raise TrainError(f"precision: {requested!r} is not one of auto, {', '.join(PRECISIONS)}")
+        return requested
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "float32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to ask the CPU here
+        return "float32"
+    return "bfloat16" if " amx_bf16" in flags else "float32"
+
+
+def _initial_model(config: TrainConfig, precision: str) -> keras.Model:
+    model = build_model(config.widths, config.dense, config.dropout, precision=precision)
     if config.init:
         if not Path(config.init).is_file():
             raise TrainError(f"init model {config.init}: no such file")
@@ -266,11 +284,19 @@ def train(config: TrainConfig) -> dict:
     checkpoint = run_dir / CHECKPOINT
     if done and checkpoint.exists():
         model = keras.models.load_model(checkpoint)
-        log.info("resuming %s after epoch %d of %d", run_dir, done, config.epochs)
+        log.info(
+            "resuming %s after epoch %d of %d, computing in %s as it started",
+            run_dir,
+            done,
+            config.epochs,
+            model.get_layer("s1_conv1").compute_dtype,
+        )
     else:
         done = 0
         (run_dir / HISTORY).unlink(missing_ok=True)
-        model = _initial_model(config)
+        precision = resolve_precision(config.precision)
+        log.info("computing in %s (--precision %s)", precision, config.precision)
+        model = _initial_model(config, precision)
         model.compile(
             optimizer=_optimizer(config),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -280,7 +306,7 @@ def train(config: TrainConfig) -> dict:
     config.save(run_dir / "config.json")
     train_ds, val_ds = _datasets(dataset, config)
     history = _history(run_dir) if done else []
-    progress = _Progress(config.epochs, history)
+    progress = _Progress(config.epochs, history, run_dir / BEST_CHECKPOINT)
     if done < config.epochs:
         model.fit(
             train_ds,
@@ -295,13 +321,6 @@ def train(config: TrainConfig) -> dict:
                 progress,
                 keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
                 keras.callbacks.ModelCheckpoint(str(checkpoint)),
-                keras.callbacks.ModelCheckpoint(
-                    str(run_dir / BEST_CHECKPOINT),
-                    monitor="val_accuracy",
-                    mode="max",
-                    save_best_only=True,
-                    initial_value_threshold=progress.best[0] or None,
-                ),
             ],
         )
     save_float_model(model, run_dir / FLOAT_MODEL)
@@ -309,11 +328,10 @@ def train(config: TrainConfig) -> dict:
 
 
 def save_float_model(model: keras.Model, path: Path) -> None:
-    """Save weights and graph without the optimiser's state: a third of the size, and all that
-    conversion, evaluation or a warm start needs (the per-epoch checkpoint keeps the optimiser)."""
-    copy = keras.Model.from_config(model.get_config())  # clone_model would keep the compile state
-    copy.set_weights(model.get_weights())
-    copy.save(path)
+    """Save weights and graph in the plain float32 form (model.plain_copy) without the optimiser's
+    state: a third of the size, and all that conversion, evaluation or a warm start needs, with
+    nothing of this package needed to load it (the per-epoch checkpoint keeps the optimiser)."""
+    plain_copy(model).save(path)
 
 
 class _AveragedWeights(keras.callbacks.SwapEMAWeights):
@@ -328,14 +346,16 @@ class _AveragedWeights(keras.callbacks.SwapEMAWeights):
 
 
 class _Progress(keras.callbacks.Callback):
-    """Records each epoch's wall-clock seconds in the logs (so the history CSV keeps the speed) and
+    """Records each epoch's wall-clock seconds in the logs (so the history CSV keeps the speed), saves
+    the float model of each epoch that beats the best validation accuracy so far to ``best_path``, and
     logs one line per epoch with the best so far and when the whole run should end."""
 
-    def __init__(self, epochs: int, history: list[dict]) -> None:
+    def __init__(self, epochs: int, history: list[dict], best_path: Path) -> None:
         super().__init__()
         self.epochs = epochs
         self.seconds = [float(r["seconds"]) for r in history if r.get("seconds")]
         self.best = best_epoch(history)
+        self.best_path = best_path
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.start = time.monotonic()
@@ -345,8 +365,10 @@ class _Progress(keras.callbacks.Callback):
             return
         logs["seconds"] = round(time.monotonic() - self.start, 1)
         self.seconds.append(logs["seconds"])
-        if float(logs.get("val_accuracy", 0.0)) > self.best[0]:
-            self.best = (float(logs["val_accuracy"]), epoch + 1)
+        accuracy = float(logs.get("val_accuracy", 0.0))
+        if accuracy > self.best[0] or not self.best[1]:  # the first epoch is the best so far, even at 0
+            self.best = (accuracy, epoch + 1)
+            save_float_model(self.model, self.best_path)
         left = (self.epochs - epoch - 1) * float(np.mean(self.seconds[-5:]))
         end = time.strftime("%H:%M", time.localtime(time.time() + left))
         log.info(
