@@ -1,9 +1,10 @@
 """The command line as a user runs it (``python -m edge …`` in a subprocess): exit codes, one-line errors,
-and the subcommands that delegate to analyze/bench, and the demo."""
+and the subcommands that delegate to analyze/bench (and the machine line bench prints), and the demo."""
 
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from helpers import REPO, Broker, Subscriber, edge_command, free_port, port_open
 
 from edge.cli import EX_CONFIG
+from edge.tools import bench
 
 FIXTURES = REPO / "tests" / "fixtures" / "media"
 
@@ -117,13 +119,36 @@ def test_bench_delegates_and_prints_figures(edge_env: dict[str, str]) -> None:
     assert "fps" in result.stdout
 
 
-def test_bench_classifier_prints_the_model_and_the_reframing_cost(edge_env: dict[str, str]) -> None:
+def test_bench_classifier_prints_the_model_the_reframing_cost_and_the_machine(edge_env: dict[str, str]) -> None:
     result = edge(edge_env, "bench", "--classifier", "--faces", "20")
     assert result.returncode == 0, result.stderr
-    model, loose = result.stdout.splitlines()
+    model, loose, machine = result.stdout.splitlines()
+    assert machine.startswith(f"machine: {platform.machine()}, ") and "int8 features: " in machine
     assert "ms/face median" in model and "20 faces of" in model and "budget" in model
     assert "crops 20% wider a side, reframed first" in loose
     assert float(loose.split()[0]) > float(model.split()[0])  # a Haar scan on top of the same two passes
+
+
+PI4_CPUINFO = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU part\t: 0xd08
+
+Model\t\t: Raspberry Pi 4 Model B Rev 1.4
+"""
+X86_CPUINFO = """processor\t: 0
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_bf16 amx_int8 amx_tile
+"""
+
+
+def test_the_machine_line_names_the_cpu_and_its_int8_features_best_first() -> None:
+    pi = bench.machine(PI4_CPUINFO)
+    assert "Raspberry Pi 4 Model B Rev 1.4" in pi and "int8 features: none," in pi
+    xeon = bench.machine(X86_CPUINFO)
+    assert "Xeon(R) Platinum 8481C" in xeon and "143" not in xeon
+    assert "int8 features: amx_int8, avx512_vnni, avx2," in xeon
 
 
 def demo_lines(stdout: str) -> list[tuple[str, str]]:

@@ -42,6 +42,9 @@ STAGES = ("capture", "detect", "classify", "track")
 WARMUP = 5  # first interpreter invocations and cascade evaluations are slower; not what a service sees
 CLASSIFIER_BUDGET_MS = 2.0
 LOOSE_MARGIN = 0.2  # the robustness report's "cut 20% wider" crops: how another detector or a hand frames a face
+# The CPU features XNNPACK chooses its int8 kernels by (x86: AMX, VNNI, AVX2; Arm: int8 matrix multiply and dot
+# product), best first: the same model's cost per face differs many times over between them.
+INT8_FEATURES = ("amx_int8", "avx512_vnni", "avx_vnni", "avx2", "i8mm", "asimddp")
 
 
 def rss_mb() -> tuple[float, float]:
@@ -118,12 +121,34 @@ def run(
         "peak_rss_mb": round(peak, 1),
         "backend": pipeline.classifier.backend,
         "model_sha256": pipeline.classifier.sha256,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        "machine": machine(),
     }
     if expected is not None:
         report["truth"] = score(expected, reported).as_dict()
     out.write(to_text(report))
     return report
+
+
+def machine(cpuinfo: str | None = None) -> str:
+    """Which CPU a figure was measured on and how busy it was, so that figures from two machines are
+    not compared as if from one: the CPU's name (a Pi's board model), its int8 features and the load."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    board = fields.get("model", "")  # a Pi's board; on x86 a number of the family, no name
+    name = fields.get("model name") or (board if not board.isdigit() else "") or platform.processor() or "unknown CPU"
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    int8 = ", ".join(feature for feature in INT8_FEATURES if feature in flags) or "none"
+    return (
+        f"{platform.machine()}, {name}, {os.cpu_count()} CPUs, int8 features: {int8}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 def _p95(values: list[float]) -> float:
@@ -160,6 +185,7 @@ def run_classifier(
         "input": classifier.input_size,
         "face_size": faces[0].shape[0],
         "loose_median_ms": statistics.median(loose),
+        "machine": machine(),
     }
     verdict = "within" if report["median_ms"] <= CLASSIFIER_BUDGET_MS else "OVER"
     out.write(
@@ -168,6 +194,7 @@ def run_classifier(
         f"{report['backend']}); {verdict} the {CLASSIFIER_BUDGET_MS:g} ms budget\n"
         f"{report['loose_median_ms']:.3f} ms/face median for crops {LOOSE_MARGIN:.0%} wider a side, reframed first "
         "(predict's default; the pipeline's own crops skip it)\n"
+        f"machine: {report['machine']}\n"
     )
     return report
 
