@@ -123,7 +123,13 @@ class ClassifierConfig:
         choices=("auto", *BACKENDS),
         doc="TFLite interpreter; `auto` tries ai_edge_litert, then tflite_runtime, then tensorflow",
     )
-    num_threads: int = setting(1, lo=1, hi=64, doc="interpreter threads (the rest of the pipeline needs one core)")
+    num_threads: int = setting(
+        0,
+        lo=0,
+        hi=64,
+        doc="interpreter threads; 0 = one fewer than the CPUs the service may use, at most 4 (capture and MQTT "
+        "keep the spare one)",
+    )
 
 
 @dataclass

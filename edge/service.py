@@ -131,11 +131,12 @@ class Service:
         self.publisher.start()
         classifier = self.pipeline.classifier
         log.info(
-            "ready in %.2f s: source %s, model %s… (%s), publishing to %s/ on %s:%d",
+            "ready in %.2f s: source %s, model %s… (%s, %d thread(s)), publishing to %s/ on %s:%d",
             time.monotonic() - self._started,
             self.reader.name,
             classifier.sha256[:12],
             classifier.backend,
+            classifier.threads,
             self.topics.base,
             c.mqtt.host,
             c.mqtt.port,

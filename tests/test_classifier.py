@@ -15,6 +15,7 @@ from helpers import read_image
 
 from edge.vision.classifier import DEFAULT_MODEL, EmotionClassifier
 from edge.vision.emotions import EMOTIONS
+from edge.vision.litert import interpreter_threads
 from edge.vision.model_card import ModelError
 
 FER = Path(__file__).parent / "fixtures" / "fer"
@@ -65,6 +66,12 @@ def copy_model(tmp_path: Path) -> Path:
     shutil.copy(DEFAULT_MODEL, model)
     shutil.copy(DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
     return model
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 1), (2, 1), (4, 3), (16, 4)])
+def test_zero_threads_spare_a_core_and_stop_at_four(cpus: int, expected: int) -> None:
+    assert interpreter_threads(0, cpus=cpus) == expected
+    assert interpreter_threads(2, cpus=cpus) == 2, "a number asked for is kept"
 
 
 def test_card_rejects_a_model_that_is_not_its_own(tmp_path):

@@ -4,6 +4,7 @@ model, publishing to a real mosquitto on a free port; what a subscriber receives
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -111,6 +112,18 @@ def test_last_will_marks_the_device_offline_after_sigkill(
     m = late.wait_for(f"{BASE}/availability")
     assert (m.text, m.retain) == ("offline", True)
     assert "stopped after" not in run.log
+
+
+def test_the_ready_line_names_the_interpreter_threads_the_setting_resolved_to(
+    broker: Broker, service: Callable[..., ServiceProcess]
+) -> None:
+    auto = service(broker.port, "--source", str(DEMO_CLIP), "--loop")
+    auto.wait_for_log("ready in", timeout=30)
+    expected = max(1, min(4, len(os.sched_getaffinity(0)) - 1))  # 0, the default: a core spared, at most 4
+    assert f"(ai_edge_litert, {expected} thread(s))" in auto.log, auto.log
+    three = service(broker.port, "--source", str(DEMO_CLIP), "--loop", env={"EMOTION_EDGE_CLASSIFIER_NUM_THREADS": "3"})
+    three.wait_for_log("ready in", timeout=30)
+    assert "(ai_edge_litert, 3 thread(s))" in three.log, three.log
 
 
 def test_sigterm_stops_cleanly_ending_live_tracks(

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.noise import stderr_to_log
 from edge.vision.emotions import face_to_input
-from edge.vision.litert import interpreter_class
+from edge.vision.litert import interpreter_class, interpreter_threads
 from edge.vision.model_card import ModelCard, ModelError, TensorSpec, card_path, sha256_of
 from edge.vision.reframe import default_reframer
 
@@ -34,8 +34,9 @@ class EmotionClassifier:
         self, content: bytes, card: ModelCard, *, backend: str = "auto", num_threads: int = 1, name: str = "<model>"
     ) -> None:
         interpreter, self.backend = interpreter_class(backend)
+        self.threads = interpreter_threads(num_threads)
         try:
-            self._interpreter = interpreter(model_content=content, num_threads=num_threads)
+            self._interpreter = interpreter(model_content=content, num_threads=self.threads)
             with stderr_to_log(log):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." at every start
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:

@@ -8,6 +8,7 @@ last resort on a workstation that has TensorFlow and nothing else.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 BACKENDS: dict[str, str] = {
@@ -38,3 +39,18 @@ def interpreter_class(backend: str = "auto") -> tuple[Any, str]:
         "no TFLite interpreter could be imported (" + "; ".join(failures) + "); "
         "install one with: pip install ai-edge-litert"
     )
+
+
+AUTO_THREADS_MAX = 4  # a 48x48 network has too little work per layer to spread over more
+
+
+def interpreter_threads(requested: int, cpus: int | None = None) -> int:
+    """``requested`` threads, or with 0 one fewer than the CPUs this process may run on (``cpus``; systemd's
+    CPUAffinity= and containers narrow them), at most AUTO_THREADS_MAX: the spare core keeps capture and MQTT
+    running while a frame's faces are classified, and on a CPU without int8 dot-product instructions (a
+    Pi 4 or Zero 2 W) the classifier is most of a frame's time."""
+    if requested > 0:
+        return requested
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(AUTO_THREADS_MAX, cpus - 1))
