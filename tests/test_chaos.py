@@ -245,7 +245,11 @@ def test_outbox_bound_exceeded_on_purpose_drops_the_oldest_and_says_so(chaos) ->
     lost = [e for e in events if (e.run, e.seq) not in got]
     assert lost and all(stopped < e.at for e in lost), "only events of the outage are dropped"
     stats = [json.loads(m.payload) for m in sub.on(f"{BASE}/stats")]
-    assert stats[-1]["events_dropped"] == len(lost)
+    # The count is of events dropped unacknowledged, and an event the broker passed on just as it stopped,
+    # its PUBACK never sent, is one of those yet arrived: it was in flight, so made around the stop
+    # (its line up to 0.5 s before it, by how late lines reach the test) and before the client noticed.
+    in_flight = [e for e in events if stopped - 0.5 < e.at <= down and (e.run, e.seq) in got]
+    assert len(lost) <= stats[-1]["events_dropped"] <= len(lost) + len(in_flight), (len(lost), len(in_flight))
     assert run.log.count("dropping the oldest events") == 1, "said once per overflow"
 
 
