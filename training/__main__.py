@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from training.config import TrainConfig, TrainError, changed_settings
+from training.config import PRECISIONS, TrainConfig, TrainError, changed_settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides progress
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--dense", type=int, default=defaults.dense)
     t.add_argument(
         "--precision",
-        choices=["auto", "float32", "bfloat16"],
+        choices=["auto", *PRECISIONS],
         default=defaults.precision,
         help="what the network computes in while it trains: bfloat16 keeps float32 weights and is several times "
         "faster on a CPU with AMX; auto picks it there, float32 elsewhere (default: %(default)s)",

@@ -18,6 +18,12 @@ class TrainError(Exception):
     """A run that cannot start as configured (unknown optimiser, an init model that does not fit)."""
 
 
+# Precisions a model can train in (--precision, besides "auto"), as Keras dtype policies: "bfloat16" keeps
+# float32 weights and computes in bfloat16, which CPUs with AMX (Intel Xeon since Sapphire Rapids) multiply
+# in hardware.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
 @dataclass
 class TrainConfig:
     data: str

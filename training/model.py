@@ -13,10 +13,7 @@ import numpy as np
 from keras import layers
 
 from edge.vision.emotions import EMOTIONS, FACE_SIZE
-
-# Precisions a model can train in, as Keras dtype policies: "bfloat16" keeps float32 weights and
-# computes in bfloat16, which CPUs with AMX (Intel Xeon since Sapphire Rapids) multiply in hardware.
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+from training.config import PRECISIONS
 
 
 @keras.saving.register_keras_serializable(package="emotion_edge")

@@ -21,10 +21,10 @@ import keras
 import numpy as np
 
 from edge.vision.emotions import EMOTIONS
-from training.config import TrainConfig, TrainError
+from training.config import PRECISIONS, TrainConfig, TrainError
 from training.data import Dataset, load_dataset
 from training.evaluate import predict_keras
-from training.model import PRECISIONS, build_model, plain_copy, resize
+from training.model import build_model, plain_copy, resize
 from training.report import classification_report, plot_history, write_evaluation
 
 log = logging.getLogger(__name__)
