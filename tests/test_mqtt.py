@@ -220,11 +220,33 @@ def test_outbox_defaults_to_systemds_state_directory(tmp_path: Path) -> None:
     assert outbox_path(config.mqtt, {"STATE_DIRECTORY": "/var/lib/x"}) == tmp_path / "q.db"
 
 
-def test_an_unreadable_outbox_is_named_and_left_in_place(tmp_path: Path, broker: Broker, caplog) -> None:
+def test_an_unreadable_outbox_is_kept_aside_and_a_new_one_holds_the_events(
+    tmp_path: Path, broker_factory: Callable[..., Broker], caplog
+) -> None:
+    broker = broker_factory()  # not started: what is published must wait in the new journal
     journal = tmp_path / "outbox.db"
     journal.write_text("not a database\n" * 100)
     pub = MqttPublisher(make_config(tmp_path, broker.port).mqtt, TOPICS.availability, journal)
     pub.start()
-    pub.stop()
-    assert f"MQTT outbox {journal}: cannot open (file is not a database); events kept in memory only" in caplog.text
-    assert journal.read_text() == "not a database\n" * 100
+    pub.publish(TOPICS.events, json.dumps({"n": 0}))
+    pub.stop(timeout=0.3)
+    (aside,) = tmp_path.glob("outbox.db.unreadable-*")
+    assert aside.read_text() == "not a database\n" * 100, "the old file is kept as it was, for recovery"
+    assert f"MQTT outbox {journal}: unreadable (file is not a database); moved to {aside.name}" in caplog.text
+    assert f"1 events not acknowledged by the broker at stop; kept in {journal} for the next start" in caplog.text
+    with sqlite3.connect(journal) as db:
+        assert [row[0] for row in db.execute("SELECT payload FROM outbox")] == ['{"n": 0}']
+
+
+def test_events_that_could_not_be_journaled_are_reported_lost_at_stop(
+    tmp_path: Path, broker_factory: Callable[..., Broker], caplog
+) -> None:
+    broker = broker_factory()  # not started
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    journal = tmp_path / "state" / "outbox.db"
+    pub = MqttPublisher(make_config(tmp_path, broker.port).mqtt, TOPICS.availability, journal)
+    pub.start()
+    pub.publish(TOPICS.events, json.dumps({"n": 0}))
+    pub.stop(timeout=0.3)
+    assert f"MQTT outbox {journal}: cannot open (" in caplog.text
+    assert f"1 events not acknowledged by the broker at stop; lost ({journal} could not be written)" in caplog.text

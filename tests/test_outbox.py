@@ -116,3 +116,28 @@ def test_without_a_file_the_outbox_is_memory_only(tmp_path: Path) -> None:
     box.start()
     box.close()
     assert drain(box) == ["e0"] and list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_journal_is_moved_aside_and_a_new_one_keeps_the_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = tmp_path / "outbox.db"
+    journal.write_text("garbage, not SQLite")  # a file mangled by a bad SD card, or put there by hand
+    box = outbox(journal)
+    box.append("t/events", "e0", 1)
+    box.start()
+    assert box.close()
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("outbox.db.unreadable-")]
+    assert len(aside) == 1 and aside[0].read_text() == "garbage, not SQLite"
+    assert [m for m in caplog.messages if "unreadable" in m] == [
+        f"MQTT outbox {journal}: unreadable (file is not a database); moved to {aside[0].name}, starting a new one"
+    ]
+    assert drain(outbox(journal)) == ["e0"]
+
+
+def test_without_a_writable_journal_close_says_the_events_are_not_on_disk(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the state folder should be")
+    box = outbox(tmp_path / "state" / "outbox.db")
+    box.append("t/events", "e0", 1)
+    assert not box.close()
+    assert outbox(None).close() is False

@@ -17,6 +17,10 @@ save that fsync but makes a WAL commit durable only at the next checkpoint, whic
 
 Bounded by count and age: beyond ``max_events`` the oldest go, older than ``max_age`` seconds they
 go; both count in ``dropped`` and are logged once per episode (until the outbox empties again).
+
+A journal SQLite cannot read (not a database, or damaged) is moved aside, not deleted, and a new one
+started: the service keeps its durability, and whatever the old file still holds stays there for
+``sqlite3 .recover``.
 """
 
 from __future__ import annotations
@@ -126,11 +130,11 @@ class Outbox:
         with self._lock:
             self._unsent = deque(self._entries)
 
-    def sync(self, *, everything: bool = False) -> None:
+    def sync(self, *, everything: bool = False) -> bool:
         """Write what is unacknowledged (but younger than the grace, unless ``everything``) and forget
-        what was acknowledged, in one transaction."""
+        what was acknowledged, in one transaction; False when there is no journal or it failed."""
         if self._db is None:
-            return
+            return False
         with self._lock:
             self._expire(time.time())
             pending = [e for i in self._unwritten if (e := self._entries.get(i)) is not None]
@@ -141,7 +145,7 @@ class Outbox:
                 entry.on_disk = True
             gone, self._to_delete = self._to_delete, set()
         if not new and not gone:
-            return
+            return True
         try:
             with self._db:  # one transaction: commits (one fsync) or rolls back as a whole
                 self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in gone])
@@ -160,43 +164,44 @@ class Outbox:
             else:
                 log.error("MQTT outbox %s: cannot write (%s); events kept in memory meanwhile", self.path, exc)
                 self._disk_failed = True
-            return
+            return False
         if self._disk_failed:
             log.info("MQTT outbox %s: writing again", self.path)
             self._disk_failed = False
+        return True
 
-    def close(self) -> None:
-        """Stop the sync thread and write what is still unacknowledged, for the next start."""
+    def close(self) -> bool:
+        """Stop the sync thread and write what is still unacknowledged, for the next start; whether it
+        is on disk (False without a journal, or when the last write failed)."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(2 * self.sync_interval + 1)
         if self._db is None:
-            return
-        self.sync(everything=True)
+            return False
+        written = self.sync(everything=True)
         self._db.close()
         self._db = None
+        return written
 
     def _sync_loop(self) -> None:
         while not self._stopping.wait(self.sync_interval - self._grace):
             self.sync()
 
     def _open(self, path: Path) -> None:
-        db: sqlite3.Connection | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA page_size=1024")  # small rows, small pages: fewer bytes per sync (docs/reliability.md)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back after a checkpoint
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(SCHEMA)
-            rows = db.execute("SELECT id, created, topic, payload, qos FROM outbox ORDER BY id").fetchall()
+            try:
+                db, rows = _connect(path)
+            except sqlite3.DatabaseError as exc:
+                # the base class itself is SQLite's "file is not a database" and "disk image is malformed";
+                # its subclasses (cannot open, read-only, I/O error, disk full) are not the file's fault
+                if type(exc) is not sqlite3.DatabaseError:
+                    raise
+                aside = _set_aside(path)
+                log.error("MQTT outbox %s: unreadable (%s); moved to %s, starting a new one", path, exc, aside.name)
+                db, rows = _connect(path)
         except (sqlite3.Error, OSError) as exc:
             log.error("MQTT outbox %s: cannot open (%s); events kept in memory only", path, exc)
-            if db is not None:
-                db.close()
             return
-        db.isolation_level = "DEFERRED"  # from here on, `with db:` is one transaction per sync
         self._db = db
         for entry_id, created, topic, payload, qos in rows:
             entry = Entry(entry_id, created, topic, payload, qos, on_disk=True)
@@ -225,3 +230,35 @@ class Outbox:
         if not self._dropping:
             log.warning("MQTT outbox: dropping the oldest events, %s; counted in stats events_dropped", why)
             self._dropping = True
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, list[tuple]]:
+    """The journal at ``path``, set up for durable syncs, and the rows it holds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA page_size=1024")  # small rows, small pages: fewer bytes per sync (docs/reliability.md)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back after a checkpoint
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(SCHEMA)
+        rows = db.execute("SELECT id, created, topic, payload, qos FROM outbox ORDER BY id").fetchall()
+    except BaseException:
+        db.close()
+        raise
+    db.isolation_level = "DEFERRED"  # from here on, `with db:` is one transaction per sync
+    return db, rows
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename the journal (and its WAL files) to a free ``<name>.unreadable-<time>[-n]``; the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.unreadable-{stamp}-{n}")
+    for part in ("", "-wal", "-shm"):
+        if Path(f"{path}{part}").exists():
+            Path(f"{path}{part}").rename(f"{aside}{part}")
+    return aside

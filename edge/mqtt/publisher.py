@@ -213,9 +213,14 @@ class MqttPublisher:
             self._cond.notify_all()
         self._sender.join(max(0.1, deadline - time.monotonic()))
         left = self.outbox.depth
-        self.outbox.close()
+        kept = self.outbox.close()
         if left:
-            where = f"kept in {self.outbox.path} for the next start" if self.outbox.path else "lost (no outbox file)"
+            if kept:
+                where = f"kept in {self.outbox.path} for the next start"
+            elif self.outbox.path:
+                where = f"lost ({self.outbox.path} could not be written)"
+            else:
+                where = "lost (no outbox file)"
             log.warning("MQTT: %d events not acknowledged by the broker at stop; %s", left, where)
         # loop_stop joins paho's thread, which may sit in a TCP connect for connect_timeout seconds;
         # the thread is a daemon, so a bounded join is enough to let the process exit on time.
