@@ -59,10 +59,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load(args.file)
+    from edge.mqtt.publisher import tls_context
     from edge.pipeline import Pipeline
 
-    # The model (its card and sha256), the interpreter and the cascade are loaded as `run` loads them,
-    # so a file called OK here starts; their errors are ModelError/DetectorError/BackendError (exit 1).
+    # The TLS files, the model (its card and sha256), the interpreter and the cascade are loaded as `run`
+    # loads them, so a file called OK here starts; bad TLS files are a ConfigError (exit 78), the rest
+    # ModelError/DetectorError/BackendError (exit 1).
+    if config.mqtt.tls:
+        tls_context(config.mqtt)
     Pipeline.from_config(config)
     where = config.path or "built-in defaults (no config file)"
     print(f"{where}: OK")

@@ -14,7 +14,7 @@ from edge.pipeline import crop
 from edge.sources import Frame
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.detector import Box, Detector, create_detector
-from edge.vision.emotions import to_gray
+from edge.vision.emotions import check_image, to_gray
 
 
 class EmotionRecognizer:
@@ -46,13 +46,7 @@ class EmotionRecognizer:
         source can be passed. It is made gray once up front: the detector and the model only see gray, and it
         makes the three layouts give identical answers.
         """
-        if not isinstance(image, np.ndarray):
-            raise ValueError(f"expected a uint8 image array (as from cv2.imread), got {type(image).__name__}")
-        if image.dtype != np.uint8 or image.size == 0:
-            raise ValueError(f"expected a non-empty uint8 image array, got {image.dtype} array of shape {image.shape}")
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-            raise ValueError(f"expected a gray, BGR or BGRA image, got shape {image.shape}")
-        gray = to_gray(image)
+        gray = to_gray(check_image(image))
         boxes: list[Box] = self.detector.detect(Frame(gray, gray, 0, 0.0))
         probs = self.classifier.predict([crop(gray, box) for box in boxes], reframe=False)
         return [

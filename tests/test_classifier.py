@@ -68,6 +68,22 @@ def copy_model(tmp_path: Path) -> Path:
     return model
 
 
+@pytest.mark.parametrize(
+    ("faces", "message"),
+    [
+        (None, r"^faces: expected an \(N, H, W\[, C\]\) array or a list of crops, got NoneType$"),
+        (np.zeros(5, np.uint8), r"^faces: .* got ndarray of shape \(5,\)$"),
+        # a face in 0..1, as matplotlib and skimage give: it used to score as a black square, silently
+        ([np.full((48, 48), 0.5, np.float32)], r"^face 0: expected a non-empty uint8 image array, got float32"),
+        ([np.zeros((48, 48), np.uint8), np.zeros((48, 48, 2), np.uint8)], r"^face 1: .*got shape \(48, 48, 2\)$"),
+    ],
+    ids=["none", "1-d", "float", "2-channels"],
+)
+def test_predict_names_the_crop_that_is_not_a_uint8_image(classifier, faces, message):
+    with pytest.raises(ValueError, match=message):
+        classifier.predict(faces)
+
+
 @pytest.mark.parametrize(("cpus", "expected"), [(1, 1), (2, 1), (4, 3), (16, 4)])
 def test_zero_threads_spare_a_core_and_stop_at_four(cpus: int, expected: int) -> None:
     assert interpreter_threads(0, cpus=cpus) == expected
@@ -80,6 +96,15 @@ def test_card_rejects_a_model_that_is_not_its_own(tmp_path):
     content[-1] ^= 0xFF
     model.write_bytes(bytes(content))
     with pytest.raises(ModelError, match="does not match its card"):
+        EmotionClassifier.load(model)
+
+
+def test_a_card_without_a_field_names_the_field(tmp_path):
+    model = copy_model(tmp_path)
+    card = json.loads(model.with_suffix(".json").read_text())
+    del card["sha256"]
+    model.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"emotion_int8\.json: unreadable model card \(no 'sha256' field\)$"):
         EmotionClassifier.load(model)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import REPO, Broker, Subscriber, edge_command, free_port, port_open
+import pytest
+from helpers import REPO, Broker, Subscriber, edge_command, free_port, make_pki, port_open
 
 from edge.cli import EX_CONFIG
 from edge.tools import bench
@@ -94,6 +96,29 @@ def test_check_config_loads_the_model_and_cascade_it_calls_ok(edge_env: dict[str
     assert "XNNPACK" not in ok.stderr, "the interpreter's start-up chatter is not shown"
     debug = edge(edge_env, "--log-level", "debug", "check-config")
     assert "DEBUG INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in debug.stderr, "but kept at debug"
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl")
+def test_check_config_loads_the_tls_files_and_names_the_one_that_is_wrong(
+    edge_env: dict[str, str], tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path)
+    tls = {"EMOTION_EDGE_MQTT_TLS_CA": str(pki["ca.crt"]), "EMOTION_EDGE_MQTT_TLS_CERT": str(pki["client.crt"]),
+           "EMOTION_EDGE_MQTT_TLS_KEY": str(pki["client.key"])}  # fmt: skip
+    ok = edge({**edge_env, **tls}, "check-config")
+    assert ok.returncode == 0 and ok.stdout.endswith(": OK\n"), ok.stderr
+    not_a_ca = {**tls, "EMOTION_EDGE_MQTT_TLS_CA": str(pki["client.key"])}
+    wrong_key = {**tls, "EMOTION_EDGE_MQTT_TLS_KEY": str(pki["server.key"])}  # a key, but not the certificate's
+    for env, line in (
+        (not_a_ca, f"mqtt.tls_ca: {pki['client.key']}: not a CA certificate file ("),
+        (wrong_key, f"mqtt.tls_cert/mqtt.tls_key: {pki['client.crt']} and {pki['server.key']}: not a client "
+                    "certificate and its key ("),
+    ):  # fmt: skip
+        for command in (["check-config"], ["run", "--mqtt-port", str(free_port())]):
+            result = edge({**edge_env, **env}, *command)
+            assert result.returncode == EX_CONFIG, result.stderr
+            errors = error_lines(result.stderr)
+            assert len(errors) == 1 and line in errors[0], result.stderr
 
 
 def test_logs_are_plain_lines(edge_env: dict[str, str], tmp_path: Path) -> None:

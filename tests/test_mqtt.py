@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Broker, Subscriber, wait_until
+from helpers import Broker, Subscriber, make_pki, wait_until
 
 from edge.config import Config, load
 from edge.mqtt.payloads import Topics
@@ -133,24 +133,6 @@ def test_subscriptions_deliver_and_survive_a_broker_restart(
     wait_until(lambda: pub.connected, 40, "the publisher to reconnect")
     wait_until(lambda: sender.client.is_connected(), 40, "the test client to reconnect")
     deliver("two")
-
-
-def make_pki(tmp_path: Path) -> dict[str, Path]:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (EC keys: fast)."""
-    names = ("ca.key", "ca.crt", "server.key", "server.crt", "client.key", "client.crt")
-    files = {name: tmp_path / name for name in names}
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")
-    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for who, ext in (("server", ["-extfile", "san.ext"]), ("client", [])):
-        openssl("req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={who}")
-        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{who}.crt", "-days", "1", *ext)  # fmt: skip
-    return files
 
 
 @pytest.mark.skipif(not shutil.which("openssl") or not shutil.which("mosquitto_passwd"), reason="needs openssl")

@@ -94,11 +94,26 @@ def make_client(
     if config.username:
         client.username_pw_set(config.username, config.password or None)
     if config.tls:
-        try:
-            client.tls_set(config.tls_ca or None, config.tls_cert or None, config.tls_key or None)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(f"mqtt.tls_ca/tls_cert/tls_key: cannot load the TLS files ({exc})") from None
+        client.tls_set_context(tls_context(config))
     return client
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The broker's TLS as paho's ``tls_set`` would make it (the certificate and host name verified), with
+    each file loaded on its own, so that a file that is no certificate or a key that is not the
+    certificate's is named by its setting; ``check-config`` calls it, so a file it passes connects."""
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"mqtt.tls_ca: {config.tls_ca}: not a CA certificate file ({exc})") from None
+    if config.tls_cert:
+        try:
+            context.load_cert_chain(config.tls_cert, config.tls_key or None)
+        except (ssl.SSLError, OSError) as exc:
+            files = f"{config.tls_cert} and {config.tls_key}" if config.tls_key else config.tls_cert
+            what = "mqtt.tls_cert/mqtt.tls_key" if config.tls_key else "mqtt.tls_cert"
+            raise ConfigError(f"{what}: {files}: not a client certificate and its key ({exc})") from None
+    return context
 
 
 class MqttPublisher:

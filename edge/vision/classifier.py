@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.noise import stderr_to_log
-from edge.vision.emotions import face_to_input
+from edge.vision.emotions import check_image, face_to_input
 from edge.vision.litert import interpreter_class, interpreter_threads
 from edge.vision.model_card import ModelCard, ModelError, TensorSpec, card_path, sha256_of
 from edge.vision.reframe import default_reframer
@@ -85,7 +85,15 @@ class EmotionClassifier:
         ``reframe``: each crop is first cut down to its face as the detector frames one (``edge.vision.reframe``),
         so crops from another detector or cut by hand are classified as well as the pipeline's own; crops the
         detector's boxes cut already (the pipeline's) pass False and are classified exactly as given.
+        Raises ValueError naming the first crop that is not a uint8 image.
         """
+        if not isinstance(faces, (np.ndarray, Sequence)) or (isinstance(faces, np.ndarray) and faces.ndim < 3):
+            shape = f" of shape {faces.shape}" if isinstance(faces, np.ndarray) else ""
+            raise ValueError(
+                f"faces: expected an (N, H, W[, C]) array or a list of crops, got {type(faces).__name__}{shape}"
+            )
+        for i, face in enumerate(faces):
+            check_image(face, f"face {i}")
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         reframer = default_reframer() if reframe else None

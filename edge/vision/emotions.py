@@ -15,6 +15,21 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 FACE_SIZE = 48
 
 
+def check_image(image: object, what: str = "image") -> np.ndarray:
+    """``image`` itself if it is a non-empty gray, BGR or BGRA uint8 array, else a one-line ValueError
+    saying what it is: a float image in 0..1 (as from matplotlib or skimage) would otherwise be taken for
+    a nearly black one and scored as such, without a word."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{what}: expected a uint8 image array (as from cv2.imread), got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.size == 0:
+        raise ValueError(
+            f"{what}: expected a non-empty uint8 image array, got {image.dtype} array of shape {image.shape}"
+        )
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"{what}: expected a gray, BGR or BGRA image, got shape {image.shape}")
+    return image
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Return a 2-D uint8 gray image whatever the source's channels (gray, BGR or BGRA)."""
     if image.ndim == 2:

@@ -57,7 +57,9 @@ class ModelCard:
             )
         except FileNotFoundError:
             raise ModelError(f"{path}: model card not found (every .tflite needs its .json card)") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except KeyError as exc:
+            raise ModelError(f"{path}: unreadable model card (no {exc.args[0]!r} field)") from None
+        except (OSError, ValueError, TypeError) as exc:
             raise ModelError(f"{path}: unreadable model card ({type(exc).__name__}: {exc})") from None
 
     def to_json(self) -> dict[str, Any]:
