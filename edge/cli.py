@@ -20,6 +20,7 @@ from edge.report import GROUP_BY
 from edge.sources import SourceError
 from edge.systemd import under_journald
 from edge.tools.demo import DEMO_CLIP
+from edge.tools.outputs import OutputError, check_output
 from edge.tools.truth import TruthError
 from edge.vision.detector import DetectorError
 from edge.vision.litert import BACKENDS, BackendError
@@ -113,6 +114,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         log.error("report: --since, --device and --group-by apply to --db; a recording's rows are its faces")
         return 2
     try:
+        check_output(args.out, report.SUFFIXES)
         if args.jsonl:
             records, fps = report.read_jsonl(args.jsonl)
             built = report.from_records(records, fps=fps, source=args.jsonl)
@@ -123,8 +125,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ImportError as exc:
         log.error("report needs the [report] extra (pip install 'emotion-edge[report]'): %s", exc)
         return 1
-    except (report.ReportError, OSError) as exc:
+    except OutputError as exc:
+        log.error("report: -o %s", exc)
+        return 1
+    except report.ReportError as exc:
         log.error("report: %s", exc)
+        return 1
+    except OSError as exc:
+        log.error("report: %s: %s", exc.filename or args.out, exc.strerror or exc)
         return 1
     return 0
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import cv2
 import pytest
+from helpers import edge_command
 
+from edge import report as reports
 from edge.tools import analyze
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.emotions import EMOTIONS
@@ -121,11 +123,6 @@ def test_one_image_can_be_annotated_to_an_image_path(tmp_path):
     [
         (("missing.mp4",), "analyze: missing.mp4: no such file"),
         ((str(DEMO_CLIP), "xml"), "analyze: unknown format 'xml' (use jsonl or csv)"),
-        (
-            (str(DEMO_CLIP), "jsonl", "/no/such/dir/out.avi"),
-            "analyze: /no/such/dir/out.avi: folder /no/such/dir does not exist",
-        ),
-        ((str(DEMO_CLIP), "jsonl", "out.gif"), "analyze: out.gif: unknown video type"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_1(args, message):
@@ -141,3 +138,90 @@ def test_a_broken_image_in_a_folder_is_skipped_not_fatal(tmp_path):
     out = io.StringIO()
     assert analyze.run(str(tmp_path), out=out, err=io.StringIO()) == 0
     assert [json.loads(line)["frame"] for line in out.getvalue().splitlines()] == [0]
+
+
+ONE_FACE = MEDIA / "one_face.jpg"
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    """A folder holding a file and two folders, for output paths that name or sit under the wrong kind."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "adir.avi").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("src", "option", "name", "reason"),
+    [
+        (ONE_FACE, "summary", "missing/s.json", "folder {dir}/missing does not exist"),
+        (ONE_FACE, "summary", "adir", "is a folder, not a file"),
+        (ONE_FACE, "summary", "afile/s.json", "{dir}/afile is not a folder"),
+        (ONE_FACE, "report", "missing/out.html", "folder {dir}/missing does not exist"),
+        (ONE_FACE, "report", "out.txt", "the name must end in .html, .htm or .png"),
+        (ONE_FACE, "report", "adir", "is a folder, not a file"),
+        (DEMO_CLIP, "annotate", "missing/out.avi", "folder {dir}/missing does not exist"),
+        (DEMO_CLIP, "annotate", "out.gif", "the name must end in .avi, .mp4, .m4v, .mov or .mkv"),
+        (DEMO_CLIP, "annotate", "adir.avi", "is a folder, not a file"),
+        (ONE_FACE, "annotate", "afile/out", "cannot create folder (Not a directory)"),
+    ],
+)
+def test_a_bad_output_path_fails_before_the_analysis_in_one_line(outputs, src, option, name, reason):
+    out, err = io.StringIO(), io.StringIO()
+    path = outputs / name
+    assert analyze.run(str(src), **{option: path}, out=out, err=err) == 1
+    assert err.getvalue() == f"analyze: --{option} {path}: {reason.format(dir=outputs)}\n"
+    assert out.getvalue() == ""  # not one frame was analysed
+    assert not (outputs / "missing").exists()
+
+
+def test_a_bad_output_path_is_one_line_from_the_command_too(edge_env, tmp_path):
+    summary = tmp_path / "missing" / "s.json"
+    done = subprocess.run(
+        edge_command("analyze", str(ONE_FACE), "--summary", str(summary)),
+        env=edge_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"analyze: --summary {summary}: folder {tmp_path / 'missing'} does not exist\n"
+
+
+@pytest.mark.parametrize("suffix", reports.SUFFIXES)
+def test_every_report_suffix_the_check_allows_is_written(tmp_path, suffix):
+    report, summary = tmp_path / f"run{suffix}", tmp_path / "summary.json"
+    out, err = io.StringIO(), io.StringIO()
+    assert analyze.run(str(ONE_FACE), summary=summary, report=report, out=out, err=err) == 0, err.getvalue()
+    assert err.getvalue() == ""
+    assert json.loads(summary.read_text())["frames"] == 1
+    assert report.stat().st_size > 0
+    assert [json.loads(line)["frame"] for line in out.getvalue().splitlines()] == [0]
+
+
+@pytest.mark.parametrize(("failing", "kept"), [("summary", "report"), ("report", "summary")])
+def test_an_output_that_fails_at_the_end_costs_only_itself(tmp_path, failing, kept):
+    """/dev/full behind a name the checks accept: a disk that fills up during the run."""
+    paths = {"summary": tmp_path / "s.json", "report": tmp_path / "r.html"}
+    paths[failing].symlink_to("/dev/full")
+    out, err = io.StringIO(), io.StringIO()
+    assert analyze.run(str(ONE_FACE), **paths, out=out, err=err) == 1
+    assert err.getvalue() == f"analyze: --{failing} {paths[failing]}: cannot write (No space left on device)\n"
+    assert [json.loads(line)["frame"] for line in out.getvalue().splitlines()] == [0]
+    assert paths[kept].stat().st_size > 0
+
+
+@pytest.mark.parametrize("target", ["the folder", "the image"])
+def test_annotating_over_the_input_images_is_refused_and_they_stay_as_they_were(tmp_path, target):
+    image = tmp_path / "one_face.jpg"
+    shutil.copy(ONE_FACE, image)
+    original = image.read_bytes()
+    src, out = (tmp_path, tmp_path) if target == "the folder" else (image, image)
+    err = io.StringIO()
+    assert analyze.run(str(src), annotate=out, out=io.StringIO(), err=err) == 1
+    assert (
+        err.getvalue() == f"analyze: --annotate {image}: is one of the inputs; writing it would replace the original\n"
+    )
+    assert image.read_bytes() == original

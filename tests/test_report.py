@@ -140,10 +140,35 @@ def test_report_names_a_bad_input_in_one_line(edge_env, tmp_path):
                                         str(tmp_path / "r.html")), env=edge_env, cwd=REPO, capture_output=True,
                            text=True, timeout=60)  # fmt: skip
     assert mixed.returncode == 2 and "apply to --db" in mixed.stderr
-    assert "a report is .html or .png" in subprocess.run(
-        edge_command("report", "--db", str(FLEET_DB), "-o", str(tmp_path / "r.pdf")),
-        env=edge_env, cwd=REPO, capture_output=True, text=True, timeout=60,
-    ).stderr  # fmt: skip
+    missing = tmp_path / "missing"
+    for out, reason in ((tmp_path / "r.pdf", "the name must end in .html, .htm or .png"),
+                        (missing / "r.html", f"folder {missing} does not exist")):  # fmt: skip
+        done = subprocess.run(edge_command("report", "--db", str(FLEET_DB), "-o", str(out)),
+                              env=edge_env, cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 1 and done.stderr.strip().endswith(f"ERROR report: -o {out}: {reason}"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_report_of_an_empty_selection_says_so_in_one_line_and_writes_the_page(edge_env, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for args, line in (
+        (["--db", str(FLEET_DB), "--device", "zzz"], f"report: no events in {FLEET_DB} from device 'zzz'"),
+        (
+            ["--db", str(FLEET_DB), "--since", "2099-01-01"],
+            f"report: no events in {FLEET_DB} since 2099-01-01T00:00:00Z",
+        ),
+        (["--jsonl", str(empty)], f"report: no faces in {empty}: it has no frames"),
+    ):
+        for out in (tmp_path / "r.html", tmp_path / "r.png"):
+            out.unlink(missing_ok=True)
+            done = run_report(*args, "-o", str(out), env=edge_env)
+            lines = done.stderr.splitlines()
+            assert len(lines) == 2 and "Warning" not in done.stderr, done.stderr  # no matplotlib UserWarning
+            assert lines[0].endswith(f"WARNING {line}; the report shows 0 visits"), done.stderr
+            assert lines[1].endswith(f"INFO report: {out} written"), done.stderr
+            assert out.stat().st_size > 0
+        assert page_data(tmp_path / "r.html")["visits"] == [] and "<p>0 visits;" in (tmp_path / "r.html").read_text()
 
 
 def test_since_spans():

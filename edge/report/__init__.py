@@ -9,18 +9,25 @@ text chunk in the PNG), so a script or a test reads the same figures a person se
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edge.report import timeline
 from edge.report.timeline import Segment
+from edge.tools.outputs import check_output
 from edge.watch.store import Store, StoredEvent, StoreError, parse_ts
 
+log = logging.getLogger(__name__)
+
 GROUP_BY = ("device", "hour")
+PAGE_SUFFIXES = (".html", ".htm")
+SUFFIXES = (*PAGE_SUFFIXES, ".png")  # what write() draws
 _SPAN = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -98,6 +105,11 @@ def from_databases(
                 last_seen[name] = max(t, last_seen.get(name, t))
         finally:
             store.close()
+    if not events:
+        selected = f" from device {device!r}" if device is not None else ""
+        if since is not None:
+            selected += f" since {datetime.fromtimestamp(since, timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+        log.warning("report: no events in %s%s; the report shows 0 visits", ", ".join(map(str, paths)), selected)
     events.sort(key=lambda e: e.t)
     for e in events:
         labels += [label for label in e.scores if label not in labels]
@@ -117,6 +129,9 @@ def from_records(records: Iterable[Mapping[str, Any]], *, fps: float, source: st
             series["t"].append(float(record["ts"]))
             for label, p in face["scores"].items():
                 series.setdefault(label, []).append(float(p))
+    if not faces:
+        where = f"the {len(records)} frames of {source}" if records else f"{source}: it has no frames"
+        log.warning("report: no faces in %s; the report shows 0 visits", where)
     return Report(f"emotion-edge: {source}", tuple(labels), False, "device", timeline.from_frames(records, fps), faces)
 
 
@@ -146,11 +161,9 @@ def write(report: Report, out: str | Path) -> Path:
     """``.html``/``.htm``: the page; ``.png``: the figure alone, the numbers drawn in as a table."""
     from edge.report import render
 
-    out = Path(out)
-    if out.suffix.lower() in (".html", ".htm"):
+    out = check_output(out, SUFFIXES)
+    if out.suffix.lower() in PAGE_SUFFIXES:
         render.write_html(report, out)
-    elif out.suffix.lower() == ".png":
-        render.write_png(report, out)
     else:
-        raise ReportError(f"{out}: a report is .html or .png")
+        render.write_png(report, out)
     return out

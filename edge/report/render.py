@@ -73,7 +73,8 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
         bottom = top
     ax.set_ylim(0, 1)
     ax.set_ylabel("share")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # an empty selection has nothing to label
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
 
     ax = axes[1]
     ax.set_title(f"predominant emotion per visit ({len(visits)} visits)")
@@ -87,8 +88,9 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.invert_yaxis()
     present = sorted({v.predominant for v in visits}, key=lambda s: labels.index(s) if s in labels else 99)
-    ax.legend(handles=[Patch(color=_colour(p), label=p) for p in present], loc="upper left",
-              bbox_to_anchor=(1.0, 1.0), fontsize="small")  # fmt: skip
+    if present:
+        ax.legend(handles=[Patch(color=_colour(p), label=p) for p in present], loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0), fontsize="small")  # fmt: skip
     if line["t"]:
         axes[0].sharex(ax)
 

@@ -21,6 +21,8 @@ Entry point for the CLI::
 - Long runs show progress on ``err``: a tqdm bar on a terminal, a plain line every
   ``PROGRESS_EVERY`` seconds otherwise.
 - Returns 0, or 1 after one line on ``err`` naming the bad input (source, model, cascade, output).
+  Every output path is checked before the first frame (:func:`check_output`), so a mistyped one
+  does not cost the run; one that still cannot be written at the end costs only that file.
 
 :func:`analyse` is the loop itself, shared with :func:`edge.analysis.analyze_video`, so the
 Python API and the command produce the same records.
@@ -34,22 +36,25 @@ service would see it, with the configured tracker.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import cv2
 
+from edge import report as reports
 from edge.config import Config
 from edge.pipeline import Backfill, FrameResult, Pipeline
 from edge.sources import FolderSource, FrameSource, ImageSource, SourceError, VideoFileSource, open_source
-from edge.tools.annotate import AnnotateError, draw, open_writer
+from edge.tools.annotate import draw, open_writer
+from edge.tools.outputs import OutputError, check_output
 from edge.vision.detector import DetectorError
 from edge.vision.model_card import ModelError
 from edge.vision.tracker import Track
@@ -318,16 +323,17 @@ def run(
         err.write(f"analyze: unknown format {fmt!r} (use {' or '.join(FORMATS)})\n")
         return 1
     try:
+        _check_outputs(summary, report)
         analysis = Analysis.open(src, config)
-    except (SourceError, ModelError, DetectorError) as exc:
+    except (OutputError, SourceError, ModelError, DetectorError) as exc:
         err.write(f"analyze: {exc}\n")
         return 1
     source, labels = analysis.source, analysis.labels
     try:
         writer = open_writer(annotate, source) if annotate else None
-    except AnnotateError as exc:
+    except OutputError as exc:
         analysis.close()
-        err.write(f"analyze: {exc}\n")
+        err.write(f"analyze: --annotate {exc}\n")
         return 1
     records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, labels, raw=raw)
     totals = Summary(source.name, labels, source.fps)
@@ -340,8 +346,11 @@ def run(
                 kept.append(record)
             if writer:
                 writer.write(result.frame, draw(result.frame.image, result.tracks))
-    except (SourceError, AnnotateError) as exc:
+    except SourceError as exc:
         err.write(f"analyze: {exc}\n")
+        return 1
+    except OutputError as exc:
+        err.write(f"analyze: --annotate {exc}\n")
         return 1
     except BrokenPipeError:  # `analyze clip.mp4 | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
@@ -351,24 +360,43 @@ def run(
         if writer:
             writer.close()
     out.flush()
+    code = 0
     if summary:
-        Path(summary).write_text(json.dumps(totals.to_dict(), indent=2) + "\n")
+        code |= _save(
+            "--summary", summary, lambda target: target.write_text(json.dumps(totals.to_dict(), indent=2) + "\n"), err
+        )
     else:
         err.write(totals.to_text())
     if report:
-        return _write_report(kept, source.fps, source.name, report, err)
+        code |= _write_report(kept, source.fps, source.name, report, err)
+    return code
+
+
+def _check_outputs(summary: str | Path | None, report: str | Path | None) -> None:
+    """OutputError, naming the option, for a summary or report that could not be written after the run."""
+    for option, path, suffixes in (("--summary", summary, ()), ("--report", report, reports.SUFFIXES)):
+        if path:
+            try:
+                check_output(path, suffixes)
+            except OutputError as exc:
+                raise OutputError(f"{option} {exc}") from None
+    if report and importlib.util.find_spec("matplotlib") is None:
+        raise OutputError(f"--report {report}: needs the [report] extra (pip install 'emotion-edge[report]')")
+
+
+def _save(option: str, path: str | Path, write: Callable[[Path], object], err: TextIO) -> int:
+    """An output that fails this late (disk full, permissions) costs only itself: the records are on stdout
+    already and the other outputs are still written."""
+    try:
+        write(Path(path))
+    except OSError as exc:
+        err.write(f"analyze: {option} {path}: cannot write ({exc.strerror})\n")
+        return 1
     return 0
 
 
 def _write_report(records: list[dict[str, Any]], fps: float, name: str, path: str | Path, err: TextIO) -> int:
-    from edge import report as reports
+    def write(out: Path) -> None:
+        reports.write(reports.from_records(records, fps=fps, source=name), out)
 
-    try:
-        reports.write(reports.from_records(records, fps=fps, source=name), path)
-    except ImportError as exc:
-        err.write(f"analyze: --report needs the [report] extra (pip install 'emotion-edge[report]'): {exc}\n")
-        return 1
-    except (reports.ReportError, OSError) as exc:
-        err.write(f"analyze: {path}: {exc}\n")
-        return 1
-    return 0
+    return _save("--report", path, write, err)

@@ -14,6 +14,7 @@ import numpy as np
 
 from edge.sources import FolderSource, Frame, FrameSource, ImageSource
 from edge.sources.images import IMAGE_SUFFIXES
+from edge.tools.outputs import OutputError, check_not_an_input, check_output
 from edge.vision.tracker import Track
 
 # One colour per emotion (BGR), in EMOTIONS order; unknown labels from a custom model get gray.
@@ -27,10 +28,6 @@ COLOURS = {
     "neutral": (200, 200, 200),
 }
 VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "MJPG"}
-
-
-class AnnotateError(RuntimeError):
-    """An output that cannot be written; names the path."""
 
 
 def draw(image: np.ndarray, tracks: list[Track]) -> np.ndarray:
@@ -63,13 +60,8 @@ class VideoWriter:
     both of which every OpenCV build with FFmpeg can write and play back."""
 
     def __init__(self, path: Path, fps: float) -> None:
-        codec = VIDEO_CODECS.get(path.suffix.lower())
-        if codec is None:
-            raise AnnotateError(f"{path}: unknown video type (use {', '.join(VIDEO_CODECS)})")
-        if not path.parent.is_dir():
-            raise AnnotateError(f"{path}: folder {path.parent} does not exist")
-        self.path = path
-        self._fourcc = cv2.VideoWriter.fourcc(*codec)
+        self.path = check_output(path, tuple(VIDEO_CODECS))
+        self._fourcc = cv2.VideoWriter.fourcc(*VIDEO_CODECS[path.suffix.lower()])
         self._fps = fps if fps > 0 else 15.0
         self._writer: cv2.VideoWriter | None = None
 
@@ -78,7 +70,7 @@ class VideoWriter:
             height, width = image.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), self._fourcc, self._fps, (width, height))
             if not self._writer.isOpened():
-                raise AnnotateError(f"{self.path}: cannot write video")
+                raise OutputError(f"{self.path}: cannot write video")
         self._writer.write(image)
 
     def close(self) -> None:
@@ -87,23 +79,27 @@ class VideoWriter:
 
 
 class ImageWriter:
-    """Stills: into a folder under their source names, or one image straight to an image path."""
+    """Stills: into a folder under their source names, or one image straight to an image path; never over
+    the images being analysed (``--annotate`` naming the input folder)."""
 
     def __init__(self, out: Path, paths: list[Path]) -> None:
         self._paths = paths
         self._file = out if len(paths) == 1 and out.suffix.lower() in IMAGE_SUFFIXES else None
         self._out = out
+        check_not_an_input([self._target(p) for p in paths], paths)
         target = self._file.parent if self._file else out
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise AnnotateError(f"{target}: cannot create folder ({exc.strerror})") from None
+            raise OutputError(f"{target}: cannot create folder ({exc.strerror})") from None
+
+    def _target(self, source: Path) -> Path:
+        return self._file or self._out / source.name
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
-        source = self._paths[frame.index % len(self._paths)]
-        path = self._file or self._out / source.name
+        path = self._target(self._paths[frame.index % len(self._paths)])
         if not cv2.imwrite(str(path), image):
-            raise AnnotateError(f"{path}: cannot write image")
+            raise OutputError(f"{path}: cannot write image")
 
     def close(self) -> None:
         """Every image is complete once written."""
