@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from helpers import REPO, Broker, edge_command, wait_until
+from helpers import REPO, Broker, edge_command, free_port, wait_until
 
 from edge.mqtt import payloads
 from edge.watch import live
@@ -201,6 +201,47 @@ def test_watch_survives_a_malformed_message_and_a_broker_restart_losing_nothing(
     assert len(reasons) == 3 and reasons[1] == "schema 2, expected 1", reasons
     assert reasons[0].startswith("not JSON") and reasons[2].startswith("not JSON"), reasons
     assert db.execute("SELECT payload FROM rejects ORDER BY id").fetchall()[0][0] == b"{not json"
+
+
+def test_watch_started_before_its_broker_says_so_once_then_connects_when_it_comes(
+    broker_factory: Callable[..., Broker], watch, tmp_path
+):
+    port = free_port()  # nothing listens there yet
+    w = watch(port, tmp_path / "w.db")
+    w.wait_for_log("unreachable")
+    assert f"watch: storing into {tmp_path / 'w.db'} from broker 127.0.0.1:{port} as emotion-edge-watch-" in w.log
+    assert f"WARNING MQTT: broker 127.0.0.1:{port} unreachable (Connection refused); retrying every 10 s at most" in (
+        w.log
+    )
+    time.sleep(3.5)  # attempts at 0, 1 and 3 s: all refused, said once
+    assert w.process.poll() is None, w.log
+    broker_factory(port).start()
+    w.wait_for_log(f"MQTT: connected to 127.0.0.1:{port} after ", timeout=15)
+    assert " s away, subscribing to emotion-edge/+/events" in w.log
+    client = publisher(port)
+    publish_all(client, [("emotion-edge/hall/events", payloads.encode(b)) for b in events("hall", 3)])
+    wait_until(lambda: w.stored() == 3, 10, "3 events stored")
+    client.disconnect()
+    client.loop_stop()
+    assert w.stop() == 0, w.log
+    assert w.log.count("unreachable") == 1 and "Traceback" not in w.log, w.log
+    assert "watch: stopped; 3 events stored" in w.log
+
+
+def test_watch_refused_by_the_broker_names_it_once_and_stops_on_sigint(
+    broker_factory: Callable[..., Broker], watch, tmp_path
+):
+    broker = broker_factory(listener="allow_anonymous false").start()  # no user of ours: every CONNECT refused
+    w = watch(broker.port, tmp_path / "w.db")
+    w.wait_for_log("refused the connection")
+    assert f"ERROR MQTT: broker 127.0.0.1:{broker.port} refused the connection: Not authorized; retrying" in w.log
+    time.sleep(3.5)  # refused again at 1 and 3 s
+    w.process.send_signal(signal.SIGINT)
+    assert w.process.wait(10) == 0, w.log
+    assert w.log.count("refused the connection") == 1, w.log
+    assert "unreachable" not in w.log and "lost the broker" not in w.log and "Traceback" not in w.log, w.log
+    assert w.log.splitlines()[-1].endswith("watch: stopped; 0 events stored, 0 duplicates dropped, "
+                                          "0 malformed messages skipped")  # fmt: skip
 
 
 def test_a_named_watcher_gets_what_was_published_while_it_was_stopped(broker: Broker, watch, tmp_path):
