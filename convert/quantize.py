@@ -10,19 +10,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+# No TensorFlow at import: `python -m convert` answers --help and a wrong path without its seconds of start-up.
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.emotions import EMOTIONS, FACE_SIZE
 from edge.vision.model_card import ModelCard, TensorSpec, card_path, sha256_of
-from training.data import Dataset, keras_input, load_dataset
+from training.data import Dataset, check_source, keras_input, load_dataset
 from training.evaluate import predict_keras
+from training.files import check_keras_file, float_model_path, load_keras_model
 from training.report import classification_report, write_evaluation
-from training.train import float_model_path
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +90,17 @@ def quantize(model, faces: np.ndarray) -> bytes:
 
 def convert(config: ConvertConfig) -> dict:
     """Quantise, verify against float, then write the .tflite and its card; returns the card."""
-    import keras
-
     source = Path(config.model)
     keras_path = float_model_path(source)
+    out = Path(config.out)
+    # Every path is checked before TensorFlow loads (seconds), so a wrong one is refused at once.
     if not keras_path.exists():
         raise ConversionError(f"{keras_path}: float model not found (train first, or name a .keras file)")
-    model = keras.models.load_model(keras_path)
+    check_keras_file(keras_path)
+    check_source(config.data)
+    check_writable(out)
+    model = load_keras_model(keras_path)
+    _check_shape(model, keras_path)
     if config.flip_average:
         model = with_flip_average(model)
     dataset = load_dataset(config.data)
@@ -120,7 +126,6 @@ def convert(config: ConvertConfig) -> dict:
             f"nothing written"
         )
 
-    out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     run_report = _run_report(source)
     info = {
@@ -166,6 +171,30 @@ def convert(config: ConvertConfig) -> dict:
     _copy_training_report(keras_path.parent, report_dir)
     log.info("wrote %s (%d KiB) and %s", out, len(content) // 1024, card_path(out))
     return card.to_json()
+
+
+def check_writable(out: Path) -> None:
+    """ConversionError naming ``out`` unless the model can be written there: not a folder itself, in a folder
+    that exists or can be made, and may be written to. Nothing is made here: a refused model makes no folder."""
+    if out.is_dir():
+        raise ConversionError(f"{out}: --out is a folder; name the .tflite file to write")
+    existing = next(folder for folder in (out.parent, *out.parent.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ConversionError(f"{out}: cannot be written, {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConversionError(f"{out}: cannot be written, {existing} is not writable")
+
+
+def _check_shape(model, path: Path) -> None:
+    """ConversionError unless ``model`` takes gray faces of the runtime's size and scores every emotion."""
+    wanted_input, wanted_output = (FACE_SIZE, FACE_SIZE, 1), len(EMOTIONS)
+    takes, gives = getattr(model, "input_shape", None), getattr(model, "output_shape", None)
+    fits = isinstance(takes, tuple) and tuple(takes[1:]) == wanted_input
+    if not (fits and isinstance(gives, tuple) and gives[-1] == wanted_output):
+        raise ConversionError(
+            f"{path}: not an emotion model: it takes {takes} and gives {gives}, "
+            f"expected (None, {FACE_SIZE}, {FACE_SIZE}, 1) faces and {wanted_output} scores"
+        )
 
 
 def _card(content: bytes, info: dict, placeholder: bool = False) -> ModelCard:

@@ -113,6 +113,65 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
     assert data.train.skipped == [str(broken)]
 
 
+def photos(root: Path, counts: dict[str, int], broken: int = 0) -> Path:
+    """``root``/<class>/ folders holding ``counts[class]`` fixture faces, the first also ``broken`` non-images."""
+    for n, (name, count) in enumerate(counts.items()):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i, file in enumerate(sorted((FER / "train" / name).glob("*.jpg"))[:count]):
+            shutil.copy(file, folder / f"{i}.jpg")
+        for i in range(broken if n == 0 else 0):
+            (folder / f"broken{i}.png").write_bytes(b"not a png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("counts", "broken", "val_fraction", "message"),
+    [
+        (
+            {"happy": 1},
+            1,
+            0.1,
+            "of 1 readable (1 unreadable skipped), 1 would train and 0 validate; "
+            "needs a class with at least 2 readable faces, or a test split of its own",
+        ),
+        (
+            {"happy": 1, "sad": 1, "fear": 1},
+            0,
+            0.5,
+            "of 3 readable, 3 would train and 0 validate; needs a class with at least 2 readable faces",
+        ),
+        (
+            {"happy": 2, "sad": 2},
+            0,
+            0.99,
+            "of 4 readable, 0 would train and 4 validate; needs a smaller validation fraction than 0.99",
+        ),
+    ],
+    ids=["one-face", "one-face-per-class", "all-held-out"],
+)
+def test_a_set_too_small_to_split_is_refused_with_its_counts(tmp_path, counts, broken, val_fraction, message):
+    root = photos(tmp_path / "photos", counts, broken)
+    with pytest.raises(DataError, match=re.escape(f"{root}: too few faces to split into training and validation: ")):
+        load_dataset(root, val_fraction=val_fraction)
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_dataset(root, val_fraction=val_fraction)
+
+
+def test_the_smallest_sets_that_split_are_kept(tmp_path):
+    data = load_dataset(photos(tmp_path / "two", {"happy": 2}))  # one face to train on, one to validate
+    assert (len(data.train), len(data.val)) == (1, 1)
+    data = load_dataset(photos(tmp_path / "mixed", {"happy": 1, "sad": 3}), val_fraction=0.5)
+    assert data.train.class_counts()[EMOTIONS.index("happy")] == 1  # a lone face trains; the others split
+    assert data.val.class_counts()[EMOTIONS.index("sad")] == 2
+
+
+def test_a_csv_too_small_to_split_is_refused_too(tmp_path):
+    path = write_fer_csv(tmp_path / "mine.csv", [fixture_rows()[0][:2]], header=("emotion", "pixels"))
+    with pytest.raises(DataError, match=re.escape(f"{path} (Training): too few faces to split")):
+        load_dataset(path)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -319,6 +322,166 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, capsys):
     assert convert_main([str(tmp_path / "norun"), str(FER)]) == 1
     assert training_main(["evaluate", str(tmp_path / "none.tflite"), str(FER)]) == 1
     assert training_main(["soup", str(tmp_path / "a.keras"), str(tmp_path / "b.keras"), "--run-dir", "s"]) == 1
+
+
+def zip_of(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def random_bytes(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    return path
+
+
+def shipped_config() -> str:
+    return zipfile.ZipFile(DEFAULT_MODEL.with_name("emotion_float.keras")).read("config.json").decode()
+
+
+def face_folder(root: Path, good: int, broken: int = 0, name: str = "happy") -> Path:
+    """``root``/``name``/ with ``good`` fixture faces and ``broken`` files that are no image."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    for i, face in enumerate(sorted((FER / "train" / name).glob("*.jpg"))[:good]):
+        (folder / f"{i}.jpg").write_bytes(face.read_bytes())
+    for i in range(broken):
+        (folder / f"broken{i}.png").write_bytes(b"not a png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda tmp: random_bytes(tmp / "bad.keras"), "not a zip archive, as .keras files are"),
+        (lambda tmp: random_bytes(tmp / "run" / "model_float.keras").parent, "not a zip archive, as .keras files are"),
+        (
+            lambda tmp: zip_of(tmp / "notes.keras", {"notes.txt": "hello"}),
+            "a zip archive without config.json and model.weights.h5",
+        ),
+        (
+            lambda tmp: zip_of(tmp / "odd.keras", {"config.json": '{"a": 1}', "model.weights.h5": ""}),
+            "its config.json describes no model",
+        ),
+        (  # the shipped model's graph with its weights file cut to nothing: only Keras can tell
+            lambda tmp: zip_of(tmp / "cut.keras", {"config.json": shipped_config(), "model.weights.h5": ""}),
+            "OSError",
+        ),
+    ],
+    ids=["random-bytes", "run-folder-corrupt", "zip-not-model", "config-not-model", "weights-corrupt"],
+)
+def test_a_corrupt_model_is_named_in_one_line_and_nothing_is_written(tmp_path, caplog, make, reason):
+    model = make(tmp_path)
+    named = model / "model_float.keras" if model.is_dir() else model
+    out = tmp_path / "models" / "emotion_int8.tflite"
+    assert convert_main([str(model), str(FER), "--out", str(out)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "\n" not in errors[0]
+    assert errors[0].startswith(f"{named}: not a Keras model (") and reason in errors[0]
+    assert not out.parent.exists()  # no folder made for a model that was never written
+
+
+def test_a_keras_model_of_another_shape_is_not_converted(tmp_path, caplog):
+    import keras
+
+    other = tmp_path / "other.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save(other)
+    assert convert_main([str(other), str(FER), "--out", str(tmp_path / "o.tflite")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"{other}: not an emotion model: it takes (None, 4) and gives (None, 3), "
+        "expected (None, 48, 48, 1) faces and 7 scores"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "argv", "message"),
+    [
+        (
+            lambda tmp: face_folder(tmp / "data", good=1, broken=1),
+            [],
+            "{data}: too few faces to split into training and validation: of 1 readable (1 unreadable skipped), "
+            "1 would train and 0 validate; needs a class with at least 2 readable faces, or a test split of its own",
+        ),
+        (
+            lambda tmp: face_folder(tmp / "data", good=2),
+            ["--val-fraction", "0.99"],
+            "{data}: too few faces to split into training and validation: of 2 readable, 0 would train and 2 "
+            "validate; needs a smaller validation fraction than 0.99 (--val-fraction)",
+        ),
+    ],
+    ids=["no-validation-faces", "no-training-faces"],
+)
+def test_data_too_small_to_split_is_refused_before_a_run_folder_is_made(tmp_path, caplog, make, argv, message):
+    data, run = make(tmp_path), tmp_path / "runs" / "run"
+    assert training_main(["train", str(data), "--run-dir", str(run), *TINY, *argv]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [message.format(data=data)]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_small_set_that_splits_still_trains_and_converts(tmp_path):
+    data, run = face_folder(tmp_path / "data", good=2), tmp_path / "run"
+    assert training_main(["train", str(data), "--run-dir", str(run), *TINY, "--epochs", "1"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert (report["train"]["faces"], report["validation"]["faces"]) == (1, 1)
+    out = tmp_path / "models" / "emotion_int8.tflite"
+    assert convert_main([str(run), str(data), "--out", str(out), "--max-drop", "100"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["accuracy"]["faces"] == 1
+    assert training_main(["evaluate", str(run / "model_float.keras"), str(data)]) == 0
+
+
+def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
+    """Each wrong path is one ERROR line at once: TensorFlow (seconds to import) is never loaded for them."""
+    bad, tiny = random_bytes(tmp_path / "bad.keras"), face_folder(tmp_path / "tiny", good=1)
+    shipped = DEFAULT_MODEL.with_name("emotion_float.keras")
+    (tmp_path / "file").write_text("")
+    convert_cases = [
+        [str(tmp_path / "missing.keras"), str(FER)],
+        [str(bad), str(FER)],
+        [str(shipped), str(tmp_path / "nodata")],
+        [str(shipped), str(FER), "--out", str(tmp_path / "file" / "models" / "emotion_int8.tflite")],
+        [str(shipped), str(FER), "--out", str(tmp_path)],
+    ]
+    training_cases = [
+        ["train", str(tmp_path / "nodata"), "--run-dir", str(tmp_path / "r1")],
+        ["train", str(tiny), "--run-dir", str(tmp_path / "r2")],
+        ["train", str(FER), "--run-dir", str(tmp_path / "r3"), "--init", str(bad)],
+        ["train", str(FER), "--run-dir", str(tmp_path / "file")],
+        ["evaluate", str(bad), str(FER)],
+    ]
+    code = (
+        "import sys\n"
+        "from convert.__main__ import main as convert\n"
+        "from training.__main__ import main as training\n"
+        f"codes = [convert([*argv, '--out', {str(tmp_path / 'o.tflite')!r}]) for argv in {convert_cases[:3]!r}]\n"
+        f"codes += [convert(argv) for argv in {convert_cases[3:]!r}]\n"
+        f"codes += [training(argv) for argv in {training_cases!r}]\n"
+        "print(codes, 'tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split("] ")[1].strip() == "False"
+    assert done.stdout.startswith(str([1] * (len(convert_cases) + len(training_cases))))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert [line.split(":")[0] for line in errors] == ["ERROR convert"] * 5 + ["ERROR training"] * 5
+    assert errors == [
+        f"ERROR convert: {tmp_path / 'missing.keras'}: float model not found (train first, or name a .keras file)",
+        f"ERROR convert: {bad}: not a Keras model (not a zip archive, as .keras files are)",
+        f"ERROR convert: {tmp_path / 'nodata'}: no such folder",
+        f"ERROR convert: {tmp_path / 'file' / 'models' / 'emotion_int8.tflite'}: cannot be written, "
+        f"{tmp_path / 'file'} is not a folder",
+        f"ERROR convert: {tmp_path}: --out is a folder; name the .tflite file to write",
+        f"ERROR training: {tmp_path / 'nodata'}: no such folder",
+        f"ERROR training: {tiny}: too few faces to split into training and validation: of 1 readable, 1 would train "
+        "and 0 validate; needs a class with at least 2 readable faces, or a test split of its own",
+        f"ERROR training: {bad}: not a Keras model (not a zip archive, as .keras files are)",
+        f"ERROR training: {tmp_path / 'file'}: --run-dir is not a folder",
+        f"ERROR training: {bad}: not a Keras model (not a zip archive, as .keras files are)",
+    ]
+    assert "Traceback" not in done.stderr
+    assert not any((tmp_path / name).exists() for name in ("o.tflite", "r1", "r2", "r3"))
 
 
 def test_the_shipped_int8_model_scores_the_mean_of_a_face_and_its_mirror():

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument(
         "--widths",
+        type=_widths,
         default=",".join(map(str, defaults.widths)),
         help="channels per stage, comma-separated (default: %(default)s)",
     )
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
+    from edge.vision.model_card import ModelError
     from training.data import DataError
 
     try:
@@ -155,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "soup":
             return _soup(args)
         return _evaluate(args)
-    except (DataError, TrainError, FileNotFoundError) as exc:
+    except (DataError, ModelError, TrainError, FileNotFoundError) as exc:
         logging.getLogger("training").error("%s", exc)
         return 1
 
 
 def _train(args: argparse.Namespace) -> int:
+    from training.data import load_dataset
+    from training.files import check_keras_file
+
     run_dir = Path(args.run_dir)
     stored = run_dir / "config.json"
     config = TrainConfig(
@@ -178,13 +183,20 @@ def _train(args: argparse.Namespace) -> int:
         average=args.average,
         mixup=args.mixup,
         init=args.init,
-        widths=tuple(int(w) for w in args.widths.split(",")),
+        widths=args.widths,
         dense=args.dense,
         precision=args.precision,
         class_weight_power=args.class_weight_power,
         val_fraction=args.val_fraction,
         seed=args.seed,
     )
+    # Everything that can be checked without TensorFlow is, before its seconds of start-up: paths, settings, data.
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"{run_dir}: --run-dir is not a folder")
+    if config.init:
+        if not Path(config.init).is_file():
+            raise TrainError(f"init model {config.init}: no such file")
+        check_keras_file(Path(config.init))
     if stored.exists():
         changed = changed_settings(TrainConfig.load(stored), config)
         if changed:
@@ -192,10 +204,22 @@ def _train(args: argparse.Namespace) -> int:
                 f"{run_dir} was started with other settings ({'; '.join(changed)}): "
                 "give a new --run-dir for a new experiment, or the run's own flags to continue it"
             )
+    dataset = load_dataset(config.data, config.val_fraction, config.seed)
     from training.train import train  # TensorFlow loads here, once the command is known to be good
 
-    train(config)
+    train(config, dataset)
     return 0
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """--widths: positive channel counts, comma-separated; anything else is argparse's one-line usage error."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated whole numbers, e.g. 32,64,128") from None
+    if not all(w > 0 for w in widths):
+        raise argparse.ArgumentTypeError(f"{text!r}: every width must be at least 1")
+    return widths
 
 
 def _evaluate(args: argparse.Namespace) -> int:

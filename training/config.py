@@ -83,11 +83,15 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        stored = json.loads(path.read_text())
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in stored.items() if k in known}
-        values["widths"] = tuple(values.get("widths", cls.widths))
-        return cls(**values)
+        """The settings stored in ``path``; TrainError naming it when they cannot be read."""
+        try:
+            stored = json.loads(path.read_text())
+            known = {f.name for f in fields(cls)}
+            values = {k: v for k, v in stored.items() if k in known}
+            values["widths"] = tuple(values.get("widths", cls.widths))
+            return cls(**values)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise TrainError(f"{path}: unreadable run settings ({type(exc).__name__}: {exc})") from None
 
 
 def changed_settings(stored: TrainConfig, requested: TrainConfig) -> list[str]:

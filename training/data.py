@@ -104,6 +104,14 @@ def load_split(path: str | Path, split: str = "test") -> Split:
     return _read_class_folders(split_dirs[split])
 
 
+def check_source(path: str | Path) -> None:
+    """DataError naming ``path`` unless it is a .csv file or a folder: the loaders' first check, without
+    reading anything, so a command can refuse a wrong path before it starts anything slow."""
+    path = Path(path)
+    if not _is_csv(path):
+        _existing_folder(path)
+
+
 def _is_csv(path: Path) -> bool:
     if path.suffix.lower() != ".csv":
         return False
@@ -233,6 +241,19 @@ def _stratified(split: Split, val_fraction: float, seed: int) -> Dataset:
         val_idx.append(idx[:take])
     val_mask = np.zeros(len(split), dtype=bool)
     val_mask[np.concatenate(val_idx)] = True
+    held_out = int(val_mask.sum())
+    if held_out in (0, len(split)):
+        # Training on no faces, or validating on none (Keras' predict fails on an empty set after a whole run).
+        needed = (
+            "a class with at least 2 readable faces, or a test split of its own"
+            if held_out == 0
+            else f"a smaller validation fraction than {val_fraction:g} (--val-fraction)"
+        )
+        readable = f"{len(split)} readable" + (f" ({len(split.skipped)} unreadable skipped)" if split.skipped else "")
+        raise DataError(
+            f"{split.origin}: too few faces to split into training and validation: of {readable}, "
+            f"{len(split) - held_out} would train and {held_out} validate; needs {needed}"
+        )
     origin = f"{split.origin} (stratified {val_fraction:.0%} validation, seed {seed})"
     train = Split(split.images[~val_mask], split.labels[~val_mask], origin, split.skipped)
     val = Split(split.images[val_mask], split.labels[val_mask], origin)

@@ -28,9 +28,9 @@ def predict_file(model_path: str | Path, images: np.ndarray) -> np.ndarray:
         from edge.vision.classifier import EmotionClassifier
 
         return EmotionClassifier.load(model_path).predict(images)
-    import keras
+    from training.files import load_keras_model
 
-    return predict_keras(keras.models.load_model(model_path), images)
+    return predict_keras(load_keras_model(model_path), images)
 
 
 def evaluate(model_path: str | Path, data: str | Path, split: str = "test", out: Path | None = None) -> dict:

@@ -18,7 +18,8 @@ import numpy as np
 
 from edge.vision.model_card import sha256_of
 from training.config import TrainError
-from training.train import FLOAT_MODEL, float_model_path, save_float_model
+from training.files import FLOAT_MODEL, float_model_path, load_keras_model
+from training.train import save_float_model
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def soup(sources: list[str], out: Path) -> dict:
     for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path}: model file not found")
-    models = [keras.models.load_model(path) for path in paths]
+    models = [load_keras_model(path) for path in paths]
     weights = mean_weights(models, [str(path) for path in paths])
     models[0].set_weights(weights)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from edge.vision.emotions import EMOTIONS
 from training.config import PRECISIONS, TrainConfig, TrainError
 from training.data import Dataset, load_dataset
 from training.evaluate import predict_keras
+from training.files import FLOAT_MODEL, load_keras_model
 from training.model import build_model, plain_copy, resize
 from training.report import classification_report, plot_history, write_evaluation
 
@@ -32,14 +33,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.keras"
 BEST_CHECKPOINT = "best.keras"  # the epoch of highest validation accuracy, kept beside the last
 HISTORY = "history.csv"
-FLOAT_MODEL = "model_float.keras"
 FRAMED = "framed.npz"  # --framed: every training face as the pipeline would crop it, made once per run
-
-
-def float_model_path(source: str | Path) -> Path:
-    """A run folder's final float model, or the .keras file named: what convert and soup take."""
-    path = Path(source)
-    return path / FLOAT_MODEL if path.is_dir() else path
 
 
 def class_weights(labels: np.ndarray, power: float) -> np.ndarray:
@@ -178,7 +172,7 @@ def _initial_model(config: TrainConfig, precision: str) -> keras.Model:
     if config.init:
         if not Path(config.init).is_file():
             raise TrainError(f"init model {config.init}: no such file")
-        source = keras.models.load_model(config.init, compile=False)
+        source = load_keras_model(Path(config.init), compile=False)
         try:
             if [w.shape for w in source.weights] == [w.shape for w in model.weights]:
                 model.set_weights(source.get_weights())
@@ -266,12 +260,15 @@ def _finished_epochs(run_dir: Path) -> int:
     return max(len(history.read_text().strip().splitlines()) - 1, 0)
 
 
-def train(config: TrainConfig) -> dict:
-    """Train (or resume) the run in ``config.run_dir`` and write its report; returns report.json."""
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def train(config: TrainConfig, dataset: Dataset | None = None) -> dict:
+    """Train (or resume) the run in ``config.run_dir`` and write its report; returns report.json.
+
+    ``dataset``: ``config.data`` as load_dataset loads it, when the caller has loaded it already (the command
+    line does, before TensorFlow starts, so that bad data is refused at once)."""
+    run_dir = Path(config.run_dir)  # made only once the run can start: a refused one leaves no empty folder
     keras.utils.set_random_seed(config.seed)
-    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    if dataset is None:
+        dataset = load_dataset(config.data, config.val_fraction, config.seed)
     log.info(
         "data: %d training faces from %s, %d validation faces from %s, %d unreadable skipped",
         len(dataset.train),
@@ -283,7 +280,7 @@ def train(config: TrainConfig) -> dict:
     done = _finished_epochs(run_dir)
     checkpoint = run_dir / CHECKPOINT
     if done and checkpoint.exists():
-        model = keras.models.load_model(checkpoint)
+        model = load_keras_model(checkpoint)
         log.info(
             "resuming %s after epoch %d of %d, computing in %s as it started",
             run_dir,
@@ -303,6 +300,7 @@ def train(config: TrainConfig) -> dict:
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         )
     # only now: a stored config is what a rerun resumes with, so one that cannot start is not kept
+    run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / "config.json")
     train_ds, val_ds = _datasets(dataset, config)
     history = _history(run_dir) if done else []
