@@ -257,6 +257,12 @@ class HomeAssistantConfig:
         True, doc="publish Home Assistant MQTT discovery, so the device and its sensors appear by themselves"
     )
     discovery_prefix: str = setting("homeassistant", pattern=_TOPIC_PATH, doc="Home Assistant's discovery prefix")
+    status_topic: str = setting(
+        "homeassistant/status",
+        pattern=_TOPIC_PATH,
+        doc="where Home Assistant announces itself (its MQTT integration's birth message topic); a separate "
+        "setting there, so it does not follow `discovery_prefix`",
+    )
     birth_delay: float = setting(
         5.0,
         lo=0,

@@ -71,3 +71,11 @@ def default_device_id(hostname: str | None = None, env: Mapping[str, str] = os.e
     if cleaned.lower() in STOCK_HOSTNAMES:
         return f"{cleaned}-{machine_key(env, host)[:6]}"
     return cleaned
+
+
+def legacy_device_id(hostname: str | None = None) -> str:
+    """The device id versions before 0.2.0 took by default, the short hostname made topic-safe with no
+    suffix: an upgrader's broker still holds that device's old discovery topics, to be cleared."""
+    host = short_hostname() if hostname is None else hostname.split(".")[0]
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", host).strip("-.") or "emotion-edge"
+    return cleaned if cleaned[0].isalnum() else f"pi-{cleaned}"

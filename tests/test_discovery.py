@@ -226,6 +226,26 @@ def publishers() -> Iterator[Callable[[Config], MqttPublisher]]:
         p.stop(timeout=1)
 
 
+def test_an_upgrade_from_a_stock_hostname_clears_the_old_sensors_of_the_id_it_had(tmp_path: Path, monkeypatch) -> None:
+    """Before 0.2.0 a stock hostname was the device id as it is; now it has a suffix, and the old
+    per-entity topics were published under the id without it."""
+    machine = tmp_path / "machine-id"
+    machine.write_text("0123456789abcdef0123456789abcdef\n")
+    monkeypatch.setenv(identity.MACHINE_ID_ENV, str(machine))
+
+    def old_sensors(device: str) -> list[str]:
+        return [f"homeassistant/sensor/emotion_edge_{device}/{name}/config" for name in discovery.LEGACY_OBJECTS]
+
+    stock = identity.default_device_id("raspberrypi")
+    assert stock.startswith("raspberrypi-") and identity.legacy_device_id("raspberrypi.local") == "raspberrypi"
+    default = make_config(tmp_path, **{"mqtt.device_id": stock})
+    assert discovery.legacy_topics(default, "raspberrypi") == old_sensors(stock) + old_sensors("raspberrypi")
+    chosen = make_config(tmp_path, **{"mqtt.device_id": "kitchen-pi"})  # set by hand: it was the id then too
+    assert discovery.legacy_topics(chosen, "raspberrypi") == old_sensors("kitchen-pi")
+    assert discovery.legacy_topics(chosen, "kitchen-pi") == old_sensors("kitchen-pi"), "a chosen hostname never changed"
+    assert identity.legacy_device_id("_lab.local") == "pi-_lab"
+
+
 def retained(port: int, subscribe: Callable[..., Subscriber], topic_filter: str) -> dict[str, str]:
     """What the broker retains under a filter: a fresh subscriber gets it at once."""
     sub = subscribe(port, [topic_filter])
@@ -256,6 +276,24 @@ def test_one_retained_message_replaces_the_old_per_entity_ones_and_is_resent_on_
     seeder.client.publish("homeassistant/status", "offline")  # only "online" asks for a re-send
     seeder.client.publish("homeassistant/status", "online")
     wait_until(lambda: len(sub.on(topic)) == before + 1, 10, "discovery re-sent after the birth message")
+
+
+def test_discovery_is_resent_on_home_assistants_own_status_topic_whatever_the_prefix(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], publishers
+) -> None:
+    """Home Assistant's birth topic is a setting of its own: a changed discovery prefix does not move it."""
+    config = make_config(
+        tmp_path, **{"mqtt.port": broker.port, "homeassistant.birth_delay": 0.1, "homeassistant.discovery_prefix": "ha"}
+    )
+    pub = publishers(config)
+    discovery.Discovery(config, pub, EMOTIONS).attach()
+    pub.start()
+    topic = discovery.discovery_topic(config)
+    sub = subscribe(broker.port, ["ha/#"])
+    sub.wait_for(topic)
+    seeder = subscribe(broker.port, ["unused"])
+    seeder.client.publish("homeassistant/status", "online")
+    wait_until(lambda: len(sub.on(topic)) == 2, 10, "discovery re-sent after the birth on homeassistant/status")
 
 
 def test_turning_discovery_off_removes_the_device(

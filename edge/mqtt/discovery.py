@@ -4,7 +4,7 @@ Device-based discovery (Home Assistant 2024.11+): ``<discovery_prefix>/device/<n
 the device, the origin, the availability and every entity under ``components``. ``<node>`` and
 every ``unique_id`` derive from the machine key (edge.identity), not from the topic level, so a
 renamed device keeps its entities. The message is retained and re-sent on every reconnection, and
-after a random delay when Home Assistant announces itself with ``online`` on ``<prefix>/status``
+after a random delay when Home Assistant announces itself with ``online`` on its status topic
 (a delay, so a house full of devices does not answer a restarted Home Assistant all at once).
 
 With discovery turned off the same topic is cleared (an empty retained payload), and so are the four
@@ -24,7 +24,7 @@ from typing import Any
 
 from edge import __version__
 from edge.config import Config
-from edge.identity import machine_key, short_hostname
+from edge.identity import default_device_id, legacy_device_id, machine_key, short_hostname
 from edge.mqtt.payloads import NO_FACE, OFFLINE, ONLINE, Topics
 from edge.mqtt.publisher import Publisher
 
@@ -43,10 +43,19 @@ def node_id(key: str) -> str:
     return f"emotion_edge_{key}"
 
 
-def legacy_topics(config: Config) -> list[str]:
-    device = re.sub(r"[^A-Za-z0-9_-]", "_", config.mqtt.device_id)
+def legacy_topics(config: Config, hostname: str | None = None) -> list[str]:
+    """The per-entity topics older versions published for this device: under its device id, and, when
+    that is today's default, under the default of then (a stock hostname had no suffix; ``hostname``:
+    this machine's)."""
+    ids = [config.mqtt.device_id]
+    if config.mqtt.device_id == default_device_id(hostname) and legacy_device_id(hostname) not in ids:
+        ids.append(legacy_device_id(hostname))
     prefix = config.homeassistant.discovery_prefix
-    return [f"{prefix}/sensor/emotion_edge_{device}/{name}/config" for name in LEGACY_OBJECTS]
+    return [
+        f"{prefix}/sensor/emotion_edge_{re.sub(r'[^A-Za-z0-9_-]', '_', device)}/{name}/config"
+        for device in ids
+        for name in LEGACY_OBJECTS
+    ]
 
 
 def discovery_topic(config: Config, key: str | None = None) -> str:
@@ -224,7 +233,7 @@ class Discovery:
         self._topic, self._payload = message(config, labels)
         self._legacy = legacy_topics(config)
         self._publisher = publisher
-        self._status_topic = f"{config.homeassistant.discovery_prefix}/status"
+        self._status_topic = config.homeassistant.status_topic
         self._birth_delay = config.homeassistant.birth_delay
         self._timer: threading.Timer | None = None
 
