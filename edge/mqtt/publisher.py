@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import ssl
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 
 from edge.config import ConfigError, MqttConfig
+from edge.mqtt.link import Link
 from edge.mqtt.outbox import Entry, Outbox
 from edge.mqtt.payloads import OFFLINE, ONLINE
 
@@ -38,7 +38,6 @@ MessageCallback = Callable[[str, bytes], None]
 # Messages handed to paho and not yet acknowledged. Small, so a link that froze holds little that must
 # be sent twice, and large enough that a 20 ms round trip still carries hundreds of events a second.
 MAX_INFLIGHT = 10
-RECONNECT_FIRST = 0.5  # seconds before the first retry; doubles up to mqtt.reconnect_max
 
 
 class Publisher(Protocol):
@@ -137,10 +136,7 @@ class MqttPublisher:
         self._connection = 0  # counts connections lost, so a publish that straddled a loss is not recorded
         self._stopped = False  # stop() has begun: no more "online", no outage lines
         self._closing = False  # stop() is done with the connection: the sender ends
-        self._outage_logged = False
-        self._outage_since: float | None = None
-        self._last_refusal = ""
-        self._attempt = 0
+        self._link = Link(config, meanwhile=", events kept in the outbox")
         self._subscriptions: dict[str, MessageCallback] = {}
         self._connect_hooks: list[Callable[[], None]] = []
         self.reconnects = 0
@@ -300,24 +296,17 @@ class MqttPublisher:
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            if str(reason) != self._last_refusal:  # bad credentials repeat every retry; say it once
-                log.error("MQTT: broker %s:%d refused the connection: %s", self._config.host, self._config.port, reason)
-                self._last_refusal = str(reason)
+            self._link.refused(reason)
             return
         # paho would re-send its own store of unacknowledged messages after this callback; the outbox
         # re-sends them instead, in order, so paho's copies go.
         client.drop_out_messages()
         c = self._config
         backlog = self.outbox.depth
-        outage = f" after {time.monotonic() - self._outage_since:.1f} s away" if self._outage_since else ""
         queued = f"; sending {backlog} queued events" if backlog else ""
-        log.info("MQTT: connected to %s:%d%s%s", c.host, c.port, outage, queued)
+        log.info("MQTT: connected to %s:%d%s%s", c.host, c.port, self._link.connected(), queued)
         if self.connected_once.is_set():
             self.reconnects += 1
-        self._outage_logged = False
-        self._outage_since = None
-        self._last_refusal = ""
-        self._attempt = 0
         self._set_retry_delay(client)
         for topic in self._subscriptions:
             client.subscribe(topic, qos=c.qos)
@@ -334,12 +323,7 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client: mqtt.Client, _userdata: Any) -> None:
         self._set_retry_delay(client)
-        if not self._outage_logged:
-            c = self._config
-            log.warning("MQTT: broker %s:%d unreachable; retrying every %g s at most, events kept in the outbox",
-                        c.host, c.port, c.reconnect_max)  # fmt: skip
-            self._outage_logged = True
-            self._outage_since = self._outage_since or time.monotonic()
+        self._link.unreachable()
 
     def _on_disconnect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         """A connection lost, or an attempt that never became one (refused, no CONNACK from a frozen broker)."""
@@ -355,14 +339,9 @@ class MqttPublisher:
         self._set_retry_delay(client)
         if self._stopped or not was_connected:
             return
-        self._outage_since = time.monotonic()
-        log.warning("MQTT: connection to the broker lost (%s); reconnecting, events kept in the outbox", reason)
-        self._outage_logged = True
+        self._link.lost(reason)
 
     def _set_retry_delay(self, client: mqtt.Client) -> None:
-        """The delay before the next attempt: doubling from RECONNECT_FIRST to ``reconnect_max``, each
-        drawn from its upper half so retries spread out but never wait longer than the cap."""
-        ceiling = min(self._config.reconnect_max, RECONNECT_FIRST * 2**self._attempt)
-        self._attempt = min(self._attempt + 1, 30)
-        delay = random.uniform(ceiling / 2, ceiling)
+        """paho waits exactly the link's next delay: its own backoff has no jitter."""
+        delay = self._link.next_delay()
         client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]  # paho takes floats

@@ -4,10 +4,11 @@ It runs wherever the broker is reachable (a desktop, the Home Assistant box, a s
 subscribes: ``<prefix>/+/events``, ``state`` and ``summary``. Each message is checked against the
 schema before it is stored; one that fails is kept in the ``rejects`` table, logged the first time
 its topic sends one, and skipped, so a device publishing garbage neither stops the watcher nor
-floods its log. The watcher makes its own connection attempts (1 s apart, doubling to 10 s) so
-it can say why one failed: a broker that cannot be reached, or refuses the connection, is one line
-per outage naming host:port and the reason, and every (re)connection is one line. It resubscribes
-on every connection and keeps trying until stopped: it is a long-running collector.
+floods its log. The watcher makes its own connection attempts, on the service's schedule
+(edge.mqtt.link: doubling from 0.5 s to ``mqtt.reconnect_max``), so it can say why one failed: a
+broker that cannot be reached, or refuses the connection, is one line per outage naming host:port
+and the reason, and every (re)connection is one line. It resubscribes on every connection and keeps
+trying until stopped: it is a long-running collector.
 
 With ``--group NAME`` the subscriptions are MQTT 5 shared ones (``$share/NAME/...``): the broker
 hands each message to one member of the group, so N watchers split a fleet's load. The broker (or
@@ -38,6 +39,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.config import MqttConfig
+from edge.mqtt.link import Link
 from edge.mqtt.publisher import make_client
 from edge.watch.live import DeviceView, render_lines, render_table
 from edge.watch.store import Store, parse_ts
@@ -47,8 +49,6 @@ log = logging.getLogger(__name__)
 LEAVES = ("events", "state", "summary")
 EVENT_TYPES = ("start", "change", "end")
 SESSION_EXPIRY = 86400  # seconds the broker keeps a named watcher's queue while it is away
-RETRY_FIRST = 1.0  # seconds before the first reconnection attempt; doubles up to RETRY_MAX
-RETRY_MAX = 10.0
 
 
 class Malformed(ValueError):
@@ -142,12 +142,9 @@ class Watcher:
         self._stopping = threading.Event()
         self._malformed_topics: set[str] = set()
         # Connection state, touched only by the thread in run() (paho's callbacks run there too).
+        self._link = Link(config)
         self._connected = False
         self._refused = False  # the current attempt got a CONNACK refusing it
-        self._outage_logged = False  # this outage has had its line
-        self._outage_since: float | None = None  # monotonic; None while connected
-        self._last_refusal = ""
-        self._attempt = 0
         durable = client_id is not None
         client_id = client_id or f"emotion-edge-watch-{socket.gethostname()}-{secrets.token_hex(3)}"
         self.client = make_client(config, client_id, protocol=mqtt.MQTTv5)
@@ -165,26 +162,14 @@ class Watcher:
         base = [f"{self.config.topic_prefix}/+/{leaf}" for leaf in LEAVES]
         return [f"$share/{self.group}/{topic}" for topic in base] if self.group else base
 
-    @property
-    def broker(self) -> str:
-        return f"{self.config.host}:{self.config.port}"
-
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
         if reason.is_failure:
             self._refused = True
-            self._outage_since = self._outage_since or time.monotonic()
-            if str(reason) != self._last_refusal:  # bad credentials repeat every attempt; say it once
-                log.error("MQTT: broker %s refused the connection: %s; retrying every %g s at most",
-                          self.broker, reason, RETRY_MAX)  # fmt: skip
-                self._last_refusal = str(reason)
+            self._link.refused(reason)
             return
-        away = f" after {time.monotonic() - self._outage_since:.1f} s away" if self._outage_since else ""
-        log.info("MQTT: connected to %s%s, subscribing to %s", self.broker, away, ", ".join(self.filters()))
+        log.info("MQTT: connected to %s%s, subscribing to %s", self._link.broker, self._link.connected(),
+                 ", ".join(self.filters()))  # fmt: skip
         self._connected = True
-        self._outage_logged = False
-        self._outage_since = None
-        self._last_refusal = ""
-        self._attempt = 0
         client.subscribe([(topic, self.config.qos) for topic in self.filters()])
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
@@ -193,18 +178,9 @@ class Watcher:
         if self._stopping.is_set():
             return
         if was_connected:
-            self._outage_since = time.monotonic()
-            self._outage_logged = True
-            log.warning("MQTT: lost the broker %s (%s); reconnecting", self.broker, reason)
+            self._link.lost(reason)
         elif not self._refused:  # connected to something that closed or never answered as a broker would
-            self._unreachable(f"no CONNACK: {reason}")
-
-    def _unreachable(self, why: str) -> None:
-        """An attempt that failed before the broker answered: one line per outage."""
-        self._outage_since = self._outage_since or time.monotonic()
-        if not self._outage_logged:
-            log.warning("MQTT: broker %s unreachable (%s); retrying every %g s at most", self.broker, why, RETRY_MAX)
-            self._outage_logged = True
+            self._link.unreachable(f"no CONNACK: {reason}")
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received = time.time()
@@ -248,7 +224,7 @@ class Watcher:
 
     def run(self) -> None:
         c = self.config
-        log.info("watch: storing into %s from broker %s%s as %s%s", self.store.path, self.broker,
+        log.info("watch: storing into %s from broker %s%s as %s%s", self.store.path, self._link.broker,
                  " (TLS)" if c.tls else "", self.client_id,
                  f" in shared group {self.group}" if self.group else "")  # fmt: skip
         # Only records where and how to connect: the attempts are made below.
@@ -264,9 +240,7 @@ class Watcher:
                 rc = mqtt.MQTT_ERR_SUCCESS
                 while rc == mqtt.MQTT_ERR_SUCCESS and self.client.socket() is not None:  # until lost, refused, stop()
                     rc = self.client.loop(1.0)
-            delay = min(RETRY_MAX, RETRY_FIRST * 2**self._attempt)
-            self._attempt = min(self._attempt + 1, 30)
-            self._stopping.wait(delay)
+            self._stopping.wait(self._link.next_delay())
         shower.join(timeout=2)
 
     def _connect(self) -> bool:
@@ -276,7 +250,7 @@ class Watcher:
             self.client.reconnect()
         except OSError as exc:  # refused, DNS failure, timeout, TLS handshake
             if not self._stopping.is_set():
-                self._unreachable(exc.strerror or str(exc) or type(exc).__name__)
+                self._link.unreachable(exc.strerror or str(exc) or type(exc).__name__)
             return False
         return True
 
