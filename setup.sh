@@ -18,6 +18,9 @@
 # Run as a normal user it uses sudo for the system parts. Where systemd is not running (a container, CI,
 # a chroot building an image) it installs and enables the unit but does not start it.
 set -euo pipefail
+# A user's own umask (077, say) would pass through sudo into the venv, /opt and /etc/emotion-edge and lock the
+# service user out of them.
+umask 022
 
 readonly PREFIX=/opt/emotion-edge
 readonly APP=$PREFIX/app
@@ -187,7 +190,13 @@ pip_install() {
   [ "${3:-}" = sudo ] && run=("${SUDO[@]}")
   pip_needed "$venv" "$spec" || return 0
   log "pip install -e '$spec' into $venv"
-  "${run[@]}" env PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore \
+  # sudo resets the environment: the index and proxy settings the preflight check used go along explicitly
+  local name passed=()
+  for name in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST http_proxy https_proxy no_proxy HTTP_PROXY \
+    HTTPS_PROXY NO_PROXY; do
+    if [ -n "${!name:-}" ]; then passed+=("$name=${!name}"); fi
+  done
+  "${run[@]}" env "${passed[@]}" PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore \
     "$venv/bin/python" -m pip install -q -e "$spec" || die "pip could not install $spec into $venv (see above)"
   pip_stamp "$venv" "$spec" | "${run[@]}" tee "$venv/.setup-stamp" >/dev/null
   changed "installed $spec into $venv"
@@ -227,7 +236,7 @@ ensure_user() {
 }
 
 ensure_config() {
-  [ -e "$CONFIG" ] && return 0
+  as_root test -e "$CONFIG" && return 0 # as root: /etc/emotion-edge is not the user's to look into
   # 0640 root:emotion-edge: it may hold the broker password; the service reads it, only root edits it.
   as_root install -D -m 0640 -o root -g "$SERVICE_USER" "$CHECKOUT/config.example.toml" "$CONFIG"
   changed "wrote the default $CONFIG (edit it, then: sudo systemctl restart emotion-edge)"
@@ -307,12 +316,13 @@ ensure_service() {
     as_root systemctl enable --quiet emotion-edge
     changed "enabled emotion-edge (starts at boot)"
   }
+  # A crash loop (no camera, a wrong broker) trips the unit's start limit, which refuses even this start
+  # once the cause is fixed: the count starts again.
+  as_root systemctl reset-failed emotion-edge 2>/dev/null || true
   if ! systemctl is-active --quiet emotion-edge; then
-    as_root systemctl start emotion-edge || true
-    changed "started emotion-edge"
+    if as_root systemctl start emotion-edge; then changed "started emotion-edge"; fi
   elif [ "$changes" -gt 0 ]; then
-    as_root systemctl restart emotion-edge || true
-    changed "restarted emotion-edge"
+    if as_root systemctl restart emotion-edge; then changed "restarted emotion-edge"; fi
   fi
   if ! systemctl is-active --quiet emotion-edge; then
     as_root journalctl -u emotion-edge -n 20 --no-pager >&2 || true
@@ -396,8 +406,9 @@ setup_broker_lan() {
   local service_password ha_password conf_changed=0 address
   apt_install mosquitto
   if as_root test -s "$BROKER_NOTE" && as_root test -s "$BROKER_PASSWD"; then
-    read -r ha_password < <(as_root sed -n "s/^$HA_MQTT_USER //p" "$BROKER_NOTE")
-    read -r service_password < <(as_root sed -n "s/^$SERVICE_USER //p" "$BROKER_NOTE")
+    # a note without one of the lines (edited by hand) makes new passwords below, not an exit here
+    read -r ha_password < <(as_root sed -n "s/^$HA_MQTT_USER //p" "$BROKER_NOTE") || true
+    read -r service_password < <(as_root sed -n "s/^$SERVICE_USER //p" "$BROKER_NOTE") || true
   fi
   if [ -z "${ha_password:-}" ] || [ -z "${service_password:-}" ]; then
     ha_password=$(new_password)
@@ -419,7 +430,7 @@ setup_broker_lan() {
     conf_changed=1
     changed "wrote $BROKER_CONF (mosquitto listens on the network, port $BROKER_PORT)"
   fi
-  printf '%s\n' "$service_password" | set_mqtt localhost "$BROKER_PORT" "$SERVICE_USER"
+  set_mqtt localhost "$BROKER_PORT" "$SERVICE_USER" <<<"$service_password" # not a pipe: its count of changes stays here
   [ "$conf_changed" -eq 1 ] && restart_mosquitto
   ensure_mosquitto "$BROKER_PORT"
   address=$(hostname -I 2>/dev/null | awk '{print $1}')
@@ -466,17 +477,23 @@ uninstall() {
   fi
   local path lan=0
   if as_root test -e "$BROKER_CONF"; then lan=1; fi
-  for path in "$UNIT" "$PREFIX" "$(dirname "$CONFIG")" "$STATE_DIR" "$BROKER_CONF" "$BROKER_PASSWD"; do
+  for path in "$UNIT" "$UNIT.d" "$PREFIX" "$(dirname "$CONFIG")" "$STATE_DIR" "$BROKER_CONF" "$BROKER_PASSWD"; do
     if as_root test -e "$path"; then
       as_root rm -rf "$path"
       changed "removed $path"
     fi
   done
-  if systemd_running; then as_root systemctl daemon-reload; fi
+  if systemd_running; then
+    as_root systemctl daemon-reload
+    as_root systemctl reset-failed emotion-edge 2>/dev/null || true
+  fi
   if [ "$lan" -eq 1 ]; then restart_mosquitto; fi  # back to listening on this machine only
   if id -u "$SERVICE_USER" >/dev/null 2>&1; then
-    as_root userdel "$SERVICE_USER"
-    changed "removed the system user $SERVICE_USER"
+    if as_root userdel "$SERVICE_USER"; then
+      changed "removed the system user $SERVICE_USER"
+    else
+      log "warning: could not remove the user $SERVICE_USER (a process still runs as it?): sudo userdel $SERVICE_USER"
+    fi
   fi
 }
 
@@ -514,7 +531,7 @@ setup_edge() {
   ensure_user
   ensure_config
   if [ -n "$MQTT_HOST" ]; then
-    printf '%s\n' "$MQTT_PASSWORD" | set_mqtt "$MQTT_HOST" "$MQTT_PORT" "$MQTT_USER"
+    set_mqtt "$MQTT_HOST" "$MQTT_PORT" "$MQTT_USER" <<<"$MQTT_PASSWORD" # not a pipe: its count of changes stays here
   elif [ "$BROKER_LAN" -eq 1 ]; then
     setup_broker_lan
   fi

@@ -356,8 +356,8 @@ def test_mqtt_host_writes_the_broker_into_the_config_and_keeps_its_comments(tmp_
 FUNCTIONS
 )"
         IFS= read -r password
-        printf '%s\\n' "$password" | set_mqtt broker.lan 8883 pi; echo ---
-        printf '%s\\n' "$password" | set_mqtt broker.lan 8883 pi
+        set_mqtt broker.lan 8883 pi <<<"$password"; echo ---
+        set_mqtt broker.lan 8883 pi <<<"$password"
     """
     secret = 'p"a\\ss w\u00e9rd'
     done = run_bash(script, secret + "\n")
@@ -376,6 +376,27 @@ FUNCTIONS
     assert len(config.read_text().splitlines()) == len(example), "values replaced in place, comments kept"
     assert config.stat().st_mode & 0o777 == 0o640
     assert load(config, env={}).mqtt.host == "broker.lan"
+
+
+def test_a_changed_broker_counts_as_a_change_so_the_service_restarts(tmp_path: Path) -> None:
+    """setup.sh restarts the service only when ``changes`` grew; a change counted in a pipe's subshell is lost."""
+    config = tmp_path / "config.toml"
+    shutil.copy(ROOT / "config.example.toml", config)
+    script = f"""
+        set -eu
+        CONFIG={config}; SERVICE_USER=$(id -gn); PYTHON=/usr/bin/python3; changes=0
+        as_root() {{ "$@"; }}; die() {{ echo "die: $*"; exit 1; }}; log() {{ :; }}
+        eval "$(cat <<'FUNCTIONS'
+{setup_functions("changed", "set_mqtt")}
+FUNCTIONS
+)"
+        set_mqtt broker.lan 1883 "" <<<""
+        echo "changes=$changes"
+    """
+    done = run_bash(script)
+    assert done.returncode == 0 and done.stdout.strip().endswith("changes=1"), done.stdout + done.stderr
+    piped = [line for line in SETUP.read_text().splitlines() if re.search(r"\|\s*set_mqtt\b", line)]
+    assert piped == [], "set_mqtt fed by a pipe runs in a subshell: its change is not counted"
 
 
 @pytest.mark.parametrize(
