@@ -27,6 +27,11 @@ class PausedReader:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    @property
+    def progress(self) -> float:
+        """Always now: with no camera open there is nothing that could hang, so the watchdog is pinged."""
+        return time.monotonic()
+
     def read(self, timeout: float | None = None) -> None:
         """Waits as a camera without a frame would, so the loop's clocks (heartbeat, stats) keep running."""
         time.sleep(timeout or 0.0)

@@ -1,11 +1,15 @@
 """The service: frames from the source through the pipeline, out to MQTT, until told to stop.
 
 It outlives everything that can go away on a Pi (the broker: the publisher's outbox keeps every event
-until the broker has it, and reconnects; the camera: the reader reopens it, while the clock ends its
-tracks and the retained ``camera`` topic says it is offline) and stops only at the end of a file,
-after ``max_frames``, on a file that cannot be read on (an error), or on SIGTERM/SIGINT, when it ends
-every live track, publishes the final state and ``offline``, sends what it can and exits within two
-seconds, as systemd expects of a unit it is stopping.
+until the broker has it, and reconnects; the camera: the reader reopens it, or waits for one not there
+yet at the start, while the clock ends its tracks and the retained ``camera`` topic says it is offline)
+and stops only at the end of a file, after ``max_frames``, on a file that cannot be read on (an error),
+or on SIGTERM/SIGINT, when it ends every live track, publishes the final state and ``offline``, sends
+what it can and exits within two seconds, as systemd expects of a unit it is stopping.
+
+What it cannot outlive it leaves to systemd: a capture thread that ends although the source is live is
+an error exit (``Restart=on-failure``), and the watchdog is pinged only while the source makes progress,
+so a camera whose driver hangs gets the service restarted instead of a loop that looks alive.
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from edge.mqtt.discovery import Discovery
 from edge.mqtt.payloads import OFFLINE, ONLINE, Topics
 from edge.mqtt.publisher import MqttPublisher, outbox_path
 from edge.mqtt.summary import RollingSummary
-from edge.pause import PausedReader
+from edge.pause import PAUSED, PausedReader
 from edge.pipeline import FrameResult, Pipeline
 from edge.preview import LiveView, PreviewServer
-from edge.sources import FrameSource, LatestFrameReader, SourceError, open_source
-from edge.sources.reader import RUNNING
+from edge.sources import FrameSource, LatestFrameReader, SourceError, open_source, redact
+from edge.sources.reader import RECONNECTING, RUNNING
 from edge.systemd import Watchdog, notify
 from edge.vision.tracker import Track, TrackEvent
 
@@ -39,6 +43,10 @@ log = logging.getLogger(__name__)
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 READ_TIMEOUT = 0.2  # seconds the loop waits for a frame before it looks at the clock and the stop flag
 STOP_BUDGET = 1.5  # seconds for the MQTT goodbye, so a stop ends within 2 s (the unit waits up to 20)
+# Seconds without a frame or an attempt to reopen the source after which it counts as hung and the
+# watchdog goes unpinged: longer than the sources' own waits (5 s for a picamera2 capture or a stream,
+# 10 s for a V4L2 read, the reader's 5 s backoff), half the unit's WatchdogSec=30.
+SOURCE_STALL = 15.0
 
 
 def cpu_temperature() -> float | None:
@@ -102,6 +110,8 @@ class Service:
         self._stats_sent = 0.0
         self._started = 0.0
         self._camera = ""  # the retained camera status last published
+        self._status = ""  # the STATUS= last sent to systemd
+        self._stalled = False  # the source has made no progress for SOURCE_STALL
         self.run_id = secrets.token_hex(6)  # names this run's events, with their seq, for consumers' de-duplication
         self._seq = 0
         self.ready = threading.Event()
@@ -111,7 +121,8 @@ class Service:
         self._stop.set()
 
     def run(self) -> None:
-        """Raises ConfigError/ModelError/DetectorError/SourceError (named, one line) when it cannot start."""
+        """Raises ConfigError/ModelError/DetectorError/SourceError (named, one line) when it cannot start,
+        and SourceError when the capture of a live source ends, which the reader never lets happen."""
         self._started = time.monotonic()
         c = self.config
         self.pipeline = Pipeline.from_config(c)
@@ -119,8 +130,6 @@ class Service:
         labels = self.pipeline.classifier.labels
         self.summary = RollingSummary(c.summary, self.publisher, self.topics.summary, self.device, labels)
         self.switch = EnabledSwitch(self.publisher, self.topics, state_path())
-        # Opening the source is the last thing that may refuse to start; a paused device opens none.
-        self.reader = LatestFrameReader(self._open_source) if self.switch.enabled else PausedReader(c.source.spec)
         if self.discovery:
             self._discovery = Discovery(c, self.publisher, self.pipeline.classifier.labels)
             self._discovery.attach()  # with [homeassistant] enabled = false it clears what a run before published
@@ -128,26 +137,32 @@ class Service:
         if c.preview.enabled:
             self._preview = PreviewServer(c.preview, self.live)
             self._preview.start()
-        self.publisher.start()
-        classifier = self.pipeline.classifier
-        log.info(
-            "ready in %.2f s: source %s, model %s… (%s, %d thread(s)), publishing to %s/ on %s:%d",
-            time.monotonic() - self._started,
-            self.reader.name,
-            classifier.sha256[:12],
-            classifier.backend,
-            classifier.threads,
-            self.topics.base,
-            c.mqtt.host,
-            c.mqtt.port,
-        )
-        self._publish_state(force=True)
-        self._stats_sent = time.monotonic()
-        if not self.switch.enabled:
-            log.info("paused (the camera stays closed until ON on %s)", self.topics.enabled_set)
-        notify("READY=1", f"STATUS={'watching' if self.switch.enabled else 'paused:'} {self.reader.name}")
-        self.ready.set()
+        # The source opens last of what may refuse to start: a failure after it would leave its capture
+        # thread inside OpenCV as the process exits, which aborts it (rc 134) instead of the error's one
+        # line. A paused device opens none; a camera not there yet is waited for, as one lost later is.
+        name = redact(c.source.spec)
+        self.reader = LatestFrameReader(self._open_source, name=name) if self.switch.enabled else PausedReader(name)
         try:
+            self.publisher.start()
+            classifier = self.pipeline.classifier
+            log.info(
+                "ready in %.2f s: source %s, model %s… (%s, %d thread(s)), publishing to %s/ on %s:%d",
+                time.monotonic() - self._started,
+                self.reader.name,
+                classifier.sha256[:12],
+                classifier.backend,
+                classifier.threads,
+                self.topics.base,
+                c.mqtt.host,
+                c.mqtt.port,
+            )
+            self._publish_state(force=True)
+            self._stats_sent = time.monotonic()
+            if not self.switch.enabled:
+                log.info("paused (the camera stays closed until ON on %s)", self.topics.enabled_set)
+            self._status = self._status_text()
+            notify("READY=1", f"STATUS={self._status}")
+            self.ready.set()
             self._loop()
         finally:
             self._shutdown()
@@ -169,6 +184,8 @@ class Service:
                 self._window.add(self._timings(result, (time.perf_counter() - started) * 1000.0))
                 self._frames += 1
             elif self.reader.ended:
+                if self.reader.live:  # its reader retries a camera for ever, so this is a fault: restart us
+                    raise SourceError(f"{self.reader.name}: capture ended unexpectedly after {self._frames} frames")
                 log.info("%s: end of source after %d frames", self.reader.name, self._frames)
                 return
             elif self.reader.live:  # no frame from a camera: the clock ends its tracks, not the next frame
@@ -181,7 +198,7 @@ class Service:
                 self._publish_state(force=True)
             if now - self._stats_sent >= self.config.mqtt.stats_interval:
                 self._publish_stats()
-            self._watchdog.ping()
+            self._watch_source()
             if self.max_frames is not None and self._frames >= self.max_frames:
                 log.info("stopping after %d frames (--max-frames)", self._frames)
                 return
@@ -207,7 +224,29 @@ class Service:
             log.info("paused: camera released")
         self.switch.applied(enabled)
         self._publish_state()
-        notify(f"STATUS={'watching' if enabled else 'paused:'} {self.reader.name}")
+
+    def _watch_source(self) -> None:
+        """Ping the watchdog only while the source makes progress (frames, or attempts to reopen it; a
+        paused one always does), so a read or close that hangs ends in a restart; STATUS= on a change."""
+        stalled = time.monotonic() - self.reader.progress > SOURCE_STALL
+        if stalled and not self._stalled:
+            log.error("%s: no frame and no attempt to reopen it for %g s: the source hangs; the watchdog is no "
+                      "longer pinged", self.reader.name, SOURCE_STALL)  # fmt: skip
+        self._stalled = stalled
+        if not stalled:
+            self._watchdog.ping()
+        status = self._status_text()
+        if status != self._status:
+            notify(f"STATUS={status}")
+            self._status = status
+
+    def _status_text(self) -> str:
+        name, state = self.reader.name, self.reader.state
+        if self._stalled:
+            return f"camera hung, watchdog pings stopped: {name}"
+        if state == RECONNECTING:
+            return f"camera lost, reconnecting: {name}"
+        return f"paused: {name}" if state == PAUSED else f"watching {name}"
 
     def _timings(self, result: FrameResult, publish_ms: float) -> dict[str, float]:
         return {"capture": self.reader.capture_ms, **result.timings_ms, "publish": publish_ms}

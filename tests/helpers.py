@@ -76,6 +76,48 @@ def make_pki(tmp_path: Path) -> dict[str, Path]:
     return files
 
 
+class NotifySocket:
+    """A real AF_UNIX datagram socket standing in for systemd's notify socket, recording what arrives and when."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.messages: list[tuple[float, str]] = []  # (time.monotonic(), datagram)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.1)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.messages.append((time.monotonic(), self._sock.recv(4096).decode()))
+            except OSError:  # the timeout (socket.timeout before Python 3.10)
+                continue
+
+    def env(self, watchdog_usec: int | None = None) -> dict[str, str]:
+        usec = {"WATCHDOG_USEC": str(watchdog_usec)} if watchdog_usec else {}
+        return {"NOTIFY_SOCKET": self.path, **usec}
+
+    def statuses(self) -> list[str]:
+        return [line[7:] for _t, m in self.messages for line in m.split("\n") if line.startswith("STATUS=")]
+
+    def pings(self, after: float = 0.0) -> list[float]:
+        return [t for t, m in self.messages if m == "WATCHDOG=1" and t > after]
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(1)
+        self._sock.close()
+
+    def __enter__(self) -> NotifySocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class Broker:
     """One mosquitto process listening on 127.0.0.1:port."""
 

@@ -1,8 +1,11 @@
 """Faults, as they happen to a Pi: the broker killed, frozen (a Wi-Fi link gone silent), the service
-killed during an outage (a power cut), the journal's disk full, the camera stream gone.
+killed during an outage (a power cut), the journal's disk full, the camera stream gone, flapping or
+late at boot, the Pi camera hung.
 
 Everything is real: mosquitto processes started and signalled by pid, the service as
-``python -m edge run`` looping the demo clip, a durable QoS 1 subscriber on the other side. The
+``python -m edge run`` looping the demo clip, a durable QoS 1 subscriber on the other side, systemd's
+notify socket a real datagram socket; but the Pi camera, which cannot exist here: it is test_sources'
+stand-in picamera2 module, with its faults, on the service's path. The
 service's debug log of each event (``event <kind> track <n> … id <run>/<seq>``) is the truth of what
 was made; what the subscriber receives is checked against it: every event at least once, each
 track's events in order (start, changes, end) once duplicates are dropped by (run, seq).
@@ -27,7 +30,8 @@ from pathlib import Path
 
 import cv2
 import pytest
-from helpers import DEVICE, Broker, ServiceProcess, Subscriber, free_port, wait_until
+from helpers import DEVICE, Broker, NotifySocket, ServiceProcess, Subscriber, free_port, wait_until
+from standin_picamera2 import standin_env
 
 from edge.tools.demo import DEMO_CLIP
 
@@ -321,9 +325,11 @@ def test_journal_disk_full_keeps_events_in_memory_and_says_so_once(
 
 class MjpegCamera:
     """An HTTP MJPEG camera (multipart/x-mixed-replace, as cheap IP cameras serve) playing the demo clip
-    at 15 fps on a fixed port; ``stop()`` drops its clients and stops listening, ``start()`` comes back."""
+    at 15 fps on a fixed port; ``stop()`` drops its clients and stops listening, ``start()`` comes back.
+    With ``frames_per_client`` it flaps: each connection ends after that many frames. ``clients`` counts
+    the connections it has had."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, frames_per_client: int | None = None) -> None:
         capture = cv2.VideoCapture(str(DEMO_CLIP))
         self.frames = []
         while (got := capture.read())[0]:
@@ -331,6 +337,8 @@ class MjpegCamera:
         capture.release()
         self.port = port
         self.url = f"http://127.0.0.1:{port}/stream.mjpg"
+        self.frames_per_client = frames_per_client
+        self.clients = 0
         self._on = threading.Event()
         self._server: ThreadingHTTPServer | None = None
 
@@ -339,12 +347,13 @@ class MjpegCamera:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                camera.clients += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
                 n = 0
                 try:
-                    while camera._on.is_set():
+                    while camera._on.is_set() and n != camera.frames_per_client:
                         jpg = camera.frames[n % len(camera.frames)]
                         head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n\r\n"
                         self.wfile.write(head.encode() + jpg + b"\r\n")
@@ -370,11 +379,12 @@ class MjpegCamera:
             self._server = None
 
 
-def test_camera_stream_gone_ends_tracks_by_the_clock_and_says_offline_then_online(chaos) -> None:
+def test_camera_stream_gone_ends_tracks_by_the_clock_and_says_offline_then_online(chaos, tmp_path: Path) -> None:
     _broker, sub, start = chaos
     camera = MjpegCamera(free_port()).start()
+    systemd = NotifySocket(tmp_path / "notify.sock")
     try:
-        run = start("--source", camera.url)
+        run = start("--source", camera.url, env_extra=systemd.env())
         sub.wait_for(f"{BASE}/camera", lambda m: m.text == "online", timeout=30)
         sub.wait_for(f"{BASE}/events", lambda m: json.loads(m.payload)["type"] == "start", timeout=30)
         camera.stop()
@@ -396,8 +406,88 @@ def test_camera_stream_gone_ends_tracks_by_the_clock_and_says_offline_then_onlin
         stop(run)
         assert run.log.count("reconnecting") == 1, "one line per camera outage"
         assert_delivered(made(run), received(sub))
+        watching = f"watching {camera.url}"
+        assert systemd.statuses() == [watching, f"camera lost, reconnecting: {camera.url}", watching]
     finally:
         camera.stop()
+        systemd.close()
+
+
+def test_a_flapping_camera_stream_is_reopened_ever_more_slowly_in_three_log_lines(chaos) -> None:
+    """A stream that drops after three frames: reopened at once every time, it was 17 warnings, 17 infos
+    and 40 retained camera messages in 15 s; the backoff now grows until it has delivered for 30 s."""
+    _broker, sub, start = chaos
+    camera = MjpegCamera(free_port(), frames_per_client=3).start()
+    try:
+        run = start("--source", camera.url)
+        run.wait_for_line("; reconnecting", timeout=30)
+        time.sleep(15)
+        reopened, lines = camera.clients - 1, [line for line in run.lines if camera.url in line]
+        stop(run)
+    finally:
+        camera.stop()
+    # Waits of 0.5, 1, 2, 4, 5 … s between the drops, each connection a fraction of a second of frames.
+    assert 4 <= reopened <= 7, f"{reopened} reopens in 15 s"
+    said = [line.split(" ", 2)[2] for line in lines if " WARNING " in line or "capturing again" in line]
+    assert len(said) == 3, said
+    assert said[0] == f"{camera.url}: stream lost; reconnecting"
+    assert said[1].startswith(f"{camera.url}: capturing again after")
+    assert said[2].endswith("after it came back; reconnecting, without more lines until it delivers for 30 s")
+    assert len(sub.on(f"{BASE}/camera")) <= 2 * reopened + 2, "the camera topic changes no faster than the retries"
+    print(f"flapping stream: {reopened} reopens and {len(said)} lines in the 15 s after it first dropped")
+
+
+def test_a_camera_stream_not_up_at_boot_is_waited_for_and_found(chaos) -> None:
+    _broker, sub, start = chaos
+    camera = MjpegCamera(free_port())  # an IP camera that boots slower than the Pi
+    try:
+        run = start("--source", camera.url)
+        assert sub.wait_for(f"{BASE}/camera", timeout=10).text == "offline"
+        camera.start()
+        sub.wait_for(f"{BASE}/camera", lambda m: m.text == "online", timeout=15)
+        sub.wait_for(f"{BASE}/events", lambda m: json.loads(m.payload)["type"] == "start", timeout=30)
+        stop(run)
+    finally:
+        camera.stop()
+    waiting = [line for line in run.lines if "starting without it" in line]
+    assert len(waiting) == 1 and f"{camera.url}: cannot open the stream; starting without it" in waiting[0], run.log
+    assert run.log.count("capturing again after") == 1, run.log
+
+
+def test_a_hung_pi_camera_is_found_out_by_its_capture_timeout_and_reopened(chaos, tmp_path: Path) -> None:
+    """A loose ribbon cable: libcamera discards the requests and picamera2's capture never completes. It
+    blocked the capture thread for ever, camera held, while the loop went on pinging the watchdog."""
+    _broker, sub, start = chaos
+    with NotifySocket(tmp_path / "notify.sock") as systemd:
+        env = {**standin_env(tmp_path, hang_after=30), **systemd.env(watchdog_usec=2_000_000)}
+        run = start("--source", "picamera2", env_extra=env)
+        sub.wait_for(f"{BASE}/camera", lambda m: m.text == "online", timeout=30)
+        lost = run.wait_for_line("picamera2: no frame in 5 s (camera frontend timed out?); reconnecting", timeout=30)
+        sub.wait_for(f"{BASE}/camera", lambda m: m.text == "offline", timeout=5)
+        run.wait_for_line("picamera2: capturing again after", after=lost, timeout=15)
+        sub.wait_for(f"{BASE}/camera", lambda m: m.text == "online" and len(sub.on(f"{BASE}/camera")) > 2, 5)
+        stop(run)
+    pings = systemd.pings()
+    assert max(b - a for a, b in zip(pings, pings[1:])) < 2, "the watchdog was pinged throughout"
+    assert "camera lost, reconnecting: picamera2" in systemd.statuses()
+
+
+def test_a_camera_that_hangs_past_its_timeouts_gets_no_more_watchdog_pings(chaos, tmp_path: Path) -> None:
+    """The capture times out, but closing the camera hangs too (a driver stuck in the kernel): no frame
+    and no attempt to reopen it for 15 s, and the pings stop, so that systemd restarts the service."""
+    _broker, _sub, start = chaos
+    with NotifySocket(tmp_path / "notify.sock") as systemd:
+        env = {**standin_env(tmp_path, hang_after=30, close_hangs=True), **systemd.env(watchdog_usec=2_000_000)}
+        run = start("--source", "picamera2", env_extra=env)
+        lost = run.wait_for_line("picamera2: no frame in 5 s", timeout=30)
+        hung = run.wait_for_line("the source hangs; the watchdog is no longer pinged", after=lost, timeout=30)
+        time.sleep(3)
+        assert run.process.poll() is None, "the service waits for systemd's verdict"
+        stop(run)
+    assert 15 <= hung - lost < 18, f"found hung {hung - lost:.1f} s after its last attempt"
+    assert not systemd.pings(after=hung), "no ping once the source hangs"
+    assert systemd.pings(after=hung - 2), "pinged until then"
+    assert "camera hung, watchdog pings stopped: picamera2" in systemd.statuses()
 
 
 def started_tracks(sub: Subscriber) -> set[int]:

@@ -1,8 +1,11 @@
 """The service end to end: ``python -m edge run`` on the bundled clip of real faces, with the shipped
-model, publishing to a real mosquitto on a free port; what a subscriber receives is the contract."""
+model, publishing to a real mosquitto on a free port; what a subscriber receives is the contract. What
+it tells systemd arrives on a real datagram socket (NotifySocket); the Pi camera is the stand-in
+picamera2 module of test_sources, on the subprocess's path (the one part that cannot exist here)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -15,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import DEVICE, REPO, Broker, ServiceProcess, Subscriber
+from helpers import DEVICE, REPO, Broker, NotifySocket, ServiceProcess, Subscriber, free_port, wait_until
+from standin_picamera2 import standin_env
 
 from edge.mqtt import payloads
 from edge.systemd import notify, watchdog_interval
@@ -30,6 +34,10 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 def bodies(sub: Subscriber, leaf: str) -> list[dict]:
     return [json.loads(m.payload) for m in sub.on(f"{BASE}/{leaf}")]
+
+
+def error_lines(run: ServiceProcess) -> list[str]:
+    return [line for line in run.lines if " ERROR " in f" {line}"]
 
 
 def test_run_on_the_demo_clip_publishes_the_contract(
@@ -183,6 +191,92 @@ def test_sd_notify_ready_watchdog_and_stopping(
         assert run.wait() == 0, run.log
     assert received[0].startswith("READY=1")
     assert "WATCHDOG=1" in received[1:-1]
+
+
+def test_a_camera_missing_at_boot_is_waited_for_and_what_no_retry_fixes_still_exits_1(
+    broker: Broker, subscribe: Callable[..., Subscriber], service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """A camera that boots slower than the Pi, or is not plugged in yet, is retried as one lost mid-run is,
+    instead of exit 1 five times and a unit dead until someone runs reset-failed."""
+    sub = subscribe(broker.port, [f"{BASE}/camera"])
+    with NotifySocket(tmp_path / "notify.sock") as systemd:
+        run = service(broker.port, "--source", "/dev/video9", env=systemd.env(watchdog_usec=1_000_000))
+        run.wait_for_line("ready in", timeout=30)
+        assert sub.wait_for(f"{BASE}/camera").text == "offline"
+        wait_until(lambda: len(systemd.pings()) >= 6, 10, "watchdog pings while the camera is looked for")
+        assert run.process.poll() is None, run.log
+        run.process.send_signal(signal.SIGTERM)
+        assert run.wait() == 0, run.log
+    assert systemd.messages[0][1] == "READY=1\nSTATUS=camera lost, reconnecting: /dev/video9"
+    warnings = [line for line in run.lines if " WARNING " in line and "MQTT" not in line]
+    assert len(warnings) == 1, run.log
+    said = "WARNING /dev/video9: no such camera device; starting without it, retrying every 5 s at most"
+    assert warnings[0].endswith(said)
+    lasting = [(str(tmp_path / "missing.mp4"), "missing.mp4: no such file"), ("rtsp://cam:port/", "not a valid URL")]
+    if importlib.util.find_spec("picamera2") is None:
+        lasting.append(("picamera2", "picamera2: not installed"))
+    for spec, said in lasting:
+        failed = service(broker.port, "--source", spec)
+        assert failed.wait() == 1, failed.log
+        assert len(error_lines(failed)) == 1 and said in error_lines(failed)[0], failed.log
+
+
+def test_a_start_failure_after_the_models_load_is_its_one_line_and_exit_code_not_an_abort(
+    broker: Broker, service: Callable[..., ServiceProcess]
+) -> None:
+    """A capture thread started before the failure aborted the interpreter at exit (rc 134, "terminate called
+    without an active exception"), a race it mostly lost; three starts make a pass mean something."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {"EMOTION_EDGE_PREVIEW_ENABLED": "true", "EMOTION_EDGE_PREVIEW_PORT": str(busy.getsockname()[1])}
+        for _ in range(3):
+            run = service(broker.port, "--source", str(DEMO_CLIP), "--loop", env=env)
+            assert run.wait() == 78, run.log
+            assert len(run.lines) == 1, run.log
+            assert "ERROR preview.bind/port: cannot listen on 127.0.0.1:" in run.lines[0]
+
+
+def test_the_camera_password_stays_out_of_the_log_and_status_paused_or_reconnecting(
+    broker: Broker, service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/cam"  # nothing listens there: the camera is away
+    shown = url.replace(":hunter2@", ":***@")
+    (tmp_path / "enabled").write_text("OFF\n")  # the pause switch as a previous run left it
+    for state, status in ((tmp_path, f"paused: {shown}"), (tmp_path / "fresh", f"camera lost, reconnecting: {shown}")):
+        state.mkdir(exist_ok=True)
+        with NotifySocket(tmp_path / "notify.sock") as systemd:
+            run = service(broker.port, "--source", url, env={**systemd.env(), "STATE_DIRECTORY": str(state)})
+            run.wait_for_line("ready in", timeout=30)
+            wait_until(lambda: bool(systemd.messages), 5, "READY=1")
+            run.process.send_signal(signal.SIGTERM)
+            assert run.wait() == 0, run.log
+        (tmp_path / "notify.sock").unlink()
+        assert systemd.statuses()[0] == status
+        assert f"source {shown}," in run.log
+        assert "hunter2" not in run.log + "".join(m for _t, m in systemd.messages), run.log
+
+
+def test_picamera2_faults_are_outages_and_a_capture_thread_that_ends_anyway_is_exit_1(
+    broker: Broker, service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """Whatever the camera raises (a ValueError is not in picamera2's contract, nor a close() that fails)
+    is an outage the reader rides out; if its thread ever ends (an exception no reader catches, such as
+    SystemExit), the service must not end as a clip does, with exit 0 that systemd would not restart."""
+    faults = {"fail_after": (20, ValueError("buffer too small")), "close_raises": True}
+    run = service(broker.port, "--source", "picamera2", env=standin_env(tmp_path, **faults))
+    run.wait_for_line("capturing again", timeout=30)
+    assert run.process.poll() is None, run.log
+    run.process.send_signal(signal.SIGTERM)
+    assert run.wait() == 0, run.log
+    assert "WARNING picamera2: ValueError: buffer too small; reconnecting" in run.log
+    closing = "WARNING picamera2: cannot close (RuntimeError: Failed to release camera)"
+    assert len([line for line in run.lines if closing in line]) in (2, 3), "at the outage's lines, and at the stop"
+    assert "Traceback" not in run.log
+    ended = service(broker.port, "--source", "picamera2", env=standin_env(tmp_path, fail_after=(20, SystemExit(3))))
+    assert ended.wait() == 1, ended.log
+    assert len(error_lines(ended)) == 1, ended.log
+    assert re.search(r"ERROR picamera2: capture ended unexpectedly after \d+ frames$", error_lines(ended)[0])
 
 
 def test_notify_helpers_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,9 @@
 """Frame sources on real media: the bundled demo clip and the still fixtures (FER-2013 faces).
 
 Cameras cannot exist here. The picamera2 tests inject a stand-in ``picamera2`` module into
-sys.modules, the import boundary of edge/sources/picamera.py, and nothing deeper; the reader tests
-use a stand-in "camera" that plays the real demo clip and says it is live.
+sys.modules, the import boundary of edge/sources/picamera.py, and nothing deeper (the service tests
+put the same stand-in on a subprocess's path, ``standin_env``); the reader tests use a stand-in
+"camera" that plays the real demo clip, says it is live and fails on demand.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import glob
 import importlib.util
 import logging
+import re
 import shutil
 import sys
 import threading
+import time
 import types
 from pathlib import Path
-from typing import ClassVar
 
-import cv2
 import numpy as np
 import pytest
+from standin_picamera2 import StandInPicamera2
 
 from edge.sources import (
     FolderSource,
@@ -32,6 +34,7 @@ from edge.sources import (
     VideoFileSource,
     WebcamSource,
     open_source,
+    picamera,
 )
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.detector import HaarDetector
@@ -111,16 +114,27 @@ def test_bad_files_raise_source_error_naming_them(tmp_path, make, expected):
     (tmp_path / "empty").mkdir()
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    with pytest.raises(SourceError, match=expected):
+    with pytest.raises(SourceError, match=expected) as caught:
         open_source(str(make(tmp_path)))
+    assert not caught.value.transient, "no retry brings a bad file back: the service exits on it"
 
 
-def test_missing_webcam_and_dead_stream_are_named_with_the_password_masked():
-    with pytest.raises(SourceError, match=r"/dev/video99: no such camera device"):
+def test_missing_webcam_and_dead_stream_are_named_with_the_password_masked_and_worth_waiting_for():
+    with pytest.raises(SourceError, match=r"/dev/video99: no such camera device") as missing:
         open_source("/dev/video99")
     with pytest.raises(SourceError, match=r"^rtsp://admin:\*\*\*@127\.0\.0\.1:9/cam: cannot open") as caught:
         StreamSource("rtsp://admin:secret@127.0.0.1:9/cam")
     assert "secret" not in str(caught.value)
+    assert missing.value.transient and caught.value.transient, "plugged in or booted later, they will open"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"), [("rtsp://admin:secret@cam:554x/live", "Port could not be cast"), ("rtsp:///live", "no host")]
+)
+def test_a_malformed_url_is_refused_for_good_with_the_password_masked(url, why):
+    with pytest.raises(SourceError, match=rf"^rtsp://.*: not a valid URL \(.*{why}") as caught:
+        open_source(url)
+    assert not caught.value.transient and "secret" not in str(caught.value)
 
 
 @pytest.mark.skipif(
@@ -128,59 +142,12 @@ def test_missing_webcam_and_dead_stream_are_named_with_the_password_masked():
     reason="this machine has a camera stack; the test is about a machine without one",
 )
 def test_auto_without_any_camera_says_so():
-    with pytest.raises(SourceError, match=r"no camera found: picamera2: not installed.*no /dev/video"):
+    with pytest.raises(SourceError, match=r"no camera found: picamera2: not installed.*no /dev/video") as caught:
         open_source("auto")
+    assert caught.value.transient, "a USB camera may be plugged in"
 
 
 # --- picamera2 adapter (stand-in module at the import boundary) ---------------------------------------
-
-
-class StandInPicamera2:
-    """Mimics the picamera2 calls Picamera2Source makes; its planes come from a real fixture photo.
-
-    The lores array is shaped as picamera2 returns YUV420: (height * 3 / 2, stride), stride padded.
-    """
-
-    cameras: ClassVar[list[dict]] = [{"Model": "imx708", "Num": 0, "Id": "/base/soc/i2c0mux/i2c@1/imx708@1a"}]
-    instances: ClassVar[list[StandInPicamera2]] = []
-    fail_capture: ClassVar[bool] = False
-
-    def __init__(self, camera_num: int = 0) -> None:
-        self.config = None
-        self.started = self.closed = False
-        StandInPicamera2.instances.append(self)
-
-    @classmethod
-    def global_camera_info(cls):
-        return cls.cameras
-
-    def create_video_configuration(self, main, lores, controls):
-        return {"main": main, "lores": lores, "controls": controls}
-
-    def configure(self, config):
-        self.config = config
-
-    def stream_configuration(self, name):
-        width, height = self.config[name]["size"]
-        return {"size": (width, height), "stride": (width + 63) // 64 * 64}
-
-    def start(self):
-        self.started = True
-
-    def capture_arrays(self, names):
-        if self.fail_capture:
-            raise RuntimeError("Camera frontend has timed out!")
-        photo = cv2.imread(str(MEDIA / "three_faces.jpg"))
-        main = cv2.resize(photo, self.config["main"]["size"])
-        width, height = self.config["lores"]["size"]
-        yuv = cv2.cvtColor(cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2YUV_I420)
-        stride = self.stream_configuration("lores")["stride"]
-        lores = np.zeros((height * 3 // 2, stride), np.uint8)
-        lores[:, :width] = yuv
-        return [{"main": main, "lores": lores}[n] for n in names], {"SensorTimestamp": 0}
-
-    def close(self):
-        self.closed = True
 
 
 @pytest.fixture
@@ -190,6 +157,26 @@ def picamera2(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", module)
     monkeypatch.setattr(StandInPicamera2, "instances", [])
     return StandInPicamera2
+
+
+def within(seconds, call):
+    """What ``call()`` returns (or raises), failing the test if it has not returned after ``seconds``."""
+    outcome: dict[str, object] = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{call.__qualname__} had not returned after {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def test_picamera2_asks_for_bgr_main_and_yuv_lores_and_detects_on_the_y_plane(picamera2):
@@ -215,13 +202,15 @@ def test_auto_prefers_the_pi_camera(picamera2):
     assert isinstance(open_source("auto"), Picamera2Source)
 
 
-def test_picamera2_without_camera_or_module_or_frames_raises_source_error(picamera2, monkeypatch):
+def test_picamera2_without_camera_is_worth_waiting_for_and_without_module_is_not(picamera2, monkeypatch):
     monkeypatch.setattr(picamera2, "cameras", [])
-    with pytest.raises(SourceError, match=r"picamera2: no camera attached"):
+    with pytest.raises(SourceError, match=r"picamera2: no camera attached") as absent:
         Picamera2Source()
+    assert absent.value.transient, "a camera libcamera has not detected yet may be there at the next try"
     monkeypatch.setitem(sys.modules, "picamera2", None)  # what `import picamera2` meets off a Pi
-    with pytest.raises(SourceError, match=r"picamera2: not installed .*apt install python3-picamera2"):
+    with pytest.raises(SourceError, match=r"picamera2: not installed .*apt install python3-picamera2") as missing:
         Picamera2Source()
+    assert not missing.value.transient
 
 
 def test_a_broken_picamera2_install_is_told_apart_from_a_missing_one(monkeypatch, tmp_path):
@@ -231,38 +220,68 @@ def test_a_broken_picamera2_install_is_told_apart_from_a_missing_one(monkeypatch
     )
     monkeypatch.delitem(sys.modules, "picamera2", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(SourceError, match=r"picamera2: installed but cannot be imported \(numpy.dtype size changed"):
+    broken = r"picamera2: installed but cannot be imported \(numpy.dtype size changed"
+    with pytest.raises(SourceError, match=broken) as caught:
         Picamera2Source()
+    assert not caught.value.transient
 
 
-def test_picamera2_capture_failure_is_a_source_error(picamera2, monkeypatch):
+def test_a_failed_picamera2_capture_is_a_source_error(picamera2, monkeypatch):
+    monkeypatch.setattr(picamera2, "fail_after", (0, RuntimeError("Failed to queue buffer")))
+    with pytest.raises(SourceError, match=r"^picamera2: capture failed \(Failed to queue buffer\)$"):
+        Picamera2Source().read()
+
+
+def test_a_hung_picamera2_capture_times_out_as_a_source_error_and_the_camera_still_closes(picamera2, monkeypatch):
+    monkeypatch.setattr(picamera, "CAPTURE_TIMEOUT", 0.2)  # 5 s in service; the seconds are not the point here
+    monkeypatch.setattr(picamera2, "hang_after", 1)
     source = Picamera2Source()
-    monkeypatch.setattr(picamera2, "fail_capture", True)
-    with pytest.raises(SourceError, match=r"picamera2: capture failed .*timed out"):
-        source.read()
+    assert within(5, source.read).index == 0
+    with pytest.raises(SourceError, match=r"^picamera2: no frame in 0.2 s \(camera frontend timed out\?\)$"):
+        within(5, source.read)
+    within(5, source.close)  # it cancels the abandoned capture first
+    assert picamera2.instances[0].closed
 
 
 # --- LatestFrameReader ------------------------------------------------------------------------------
 
 
 class ClipCamera(VideoFileSource):
-    """A stand-in for a camera: the real demo clip, looped, declared live; counts its reads and
-    can be told to vanish after some frames, as an unplugged USB camera does."""
+    """A stand-in for a camera: the real demo clip, looped, declared live; counts its reads. It can be
+    told to vanish after some frames, as an unplugged USB camera does, raising ``fault`` then (given an
+    Event, it hangs in that read until the Event is set, as a stuck driver does), and to fail to close."""
 
     live = True
 
-    def __init__(self, vanish_after: int | None = None) -> None:
+    def __init__(
+        self,
+        vanish_after: int | None = None,
+        *,
+        fault: Exception | threading.Event | None = None,
+        close_fault: Exception | None = None,
+    ) -> None:
         super().__init__(DEMO_CLIP, loop=True)
         self.reads = 0
         self.vanish_after = vanish_after
-        self.read_event = threading.Event()
+        self.fault = fault
+        self.close_fault = close_fault
+        self.vanished: float | None = None  # when it first failed
 
     def read(self) -> Frame | None:
         if self.vanish_after is not None and self.reads >= self.vanish_after:
+            self.vanished = self.vanished or time.monotonic()
+            if isinstance(self.fault, Exception):
+                raise self.fault
+            if self.fault is not None:
+                self.fault.wait()
             raise SourceError("/dev/video0: camera stopped delivering frames (unplugged?)")
         self.reads += 1
-        self.read_event.set()
         return super().read()
+
+    def close(self) -> None:
+        super().close()
+        if self.close_fault is not None:
+            raise self.close_fault
 
 
 def wait_for(predicate, what):
@@ -272,6 +291,10 @@ def wait_for(predicate, what):
             return
         threading.Event().wait(0.005)
     pytest.fail(f"never happened: {what}")
+
+
+def reader_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "edge.sources.reader"]
 
 
 def test_reader_keeps_only_the_newest_live_frame_and_counts_the_rest():
@@ -314,14 +337,125 @@ def test_reader_reconnects_a_vanished_camera_logging_each_state_change_once(capl
     caplog.set_level(logging.INFO, logger="edge.sources.reader")
     with LatestFrameReader(opener, retry_initial=0.001, retry_max=0.004) as reader:
         indices = [reader.read(timeout=10).index for _ in range(8)]
-        assert reader.state == "running"
+        assert reader.state == "running" and reader.reconnects == 1
     assert len(attempts) == 5
     assert indices == sorted(indices) and len(set(indices)) == 8  # numbering continues across the gap
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages == [
-        "/dev/video0: camera stopped delivering frames (unplugged?); reconnecting",
-        f"{DEMO_CLIP}: capturing again",
-    ]
+    lost, back = reader_lines(caplog)
+    assert lost == "/dev/video0: camera stopped delivering frames (unplugged?); reconnecting"
+    assert re.fullmatch(rf"{re.escape(str(DEMO_CLIP))}: capturing again after \d+\.\d s", back), back
+
+
+def test_reader_takes_whatever_a_live_source_raises_as_an_outage_and_a_failing_close_in_its_stride(caplog):
+    cameras: list[ClipCamera] = []
+
+    def opener():
+        failing = RuntimeError("Failed to release camera")
+        cameras.append(ClipCamera(None if cameras else 3, fault=ValueError("buffer too small"), close_fault=failing))
+        return cameras[-1]
+
+    caplog.set_level(logging.INFO, logger="edge.sources.reader")
+    reader = LatestFrameReader(opener, retry_initial=0.001, retry_max=0.004)
+    indices = [reader.read(timeout=10).index for _ in range(6)]  # three from each camera at least
+    assert indices == sorted(set(indices)) and len(cameras) == 2
+    reader.close(timeout=5)
+    assert not reader._thread.is_alive() and reader.state == "ended"
+    lost, closing, back, closing_at_the_end = reader_lines(caplog)
+    assert lost == f"{DEMO_CLIP}: ValueError: buffer too small; reconnecting"
+    assert closing == closing_at_the_end == f"{DEMO_CLIP}: cannot close (RuntimeError: Failed to release camera)"
+    assert "capturing again" in back
+    # A file source is not reopened: whatever it raises is the consumer's error, not a quiet end.
+    clip = ClipCamera(2, fault=KeyError("stream 0"))
+    clip.live = False
+    with LatestFrameReader(lambda: clip) as file_reader:
+        assert [file_reader.read(timeout=10).index for _ in range(2)] == [0, 1]
+        with pytest.raises(SourceError, match=rf"^{re.escape(str(DEMO_CLIP))}: KeyError: 'stream 0'$"):
+            file_reader.read(timeout=10)
+
+
+def test_a_flapping_camera_is_reopened_ever_more_slowly_with_four_lines_for_the_whole_outage(caplog):
+    cameras: list[ClipCamera] = []
+    opened: list[float] = []
+
+    def opener():
+        opened.append(time.monotonic())
+        cameras.append(ClipCamera(vanish_after=2 if len(cameras) < 5 else None))  # five flaps, then it stays
+        return cameras[-1]
+
+    caplog.set_level(logging.INFO, logger="edge.sources.reader")
+    with LatestFrameReader(opener, retry_initial=0.02, retry_max=0.4, steady=0.5):
+        wait_for(lambda: "steady again" in caplog.text, "the camera steady again")
+        gaps = [b - a for a, b in zip(opened, opened[1:])]
+        assert all(gap >= min(0.02 * 2**i, 0.4) for i, gap in enumerate(gaps)), gaps  # 0.02, 0.04 … 0.32 s
+        steady = cameras[-1]
+        steady.vanish_after = steady.reads  # a new outage after the steady spell: the backoff starts over
+        wait_for(lambda: len(opened) == 7, "the next reopen")
+        assert opened[-1] - steady.vanished < 0.3, "the first retry of a new outage is the initial delay again"
+    lines = reader_lines(caplog)
+    assert lines[0] == "/dev/video0: camera stopped delivering frames (unplugged?); reconnecting"
+    assert "capturing again after" in lines[1]
+    again = r"\d+\.\d s after it came back; reconnecting, without more lines until it delivers for 0.5 s"
+    assert re.fullmatch(rf"{re.escape(lines[0].removesuffix('; reconnecting'))} {again}", lines[2]), lines[2]
+    assert lines[3] == f"{DEMO_CLIP}: steady again (0.5 s of frames without a loss)"
+    assert lines[4] == lines[0] and len(lines) <= 6, lines  # the new outage's own lines
+
+
+def test_reader_told_a_name_waits_for_a_camera_missing_at_start_but_not_for_what_cannot_come(caplog):
+    attempts = []
+
+    def opener():
+        attempts.append(1)
+        if len(attempts) < 4:
+            raise SourceError("/dev/video0: no such camera device", transient=True)
+        return ClipCamera()
+
+    with pytest.raises(SourceError):
+        LatestFrameReader(opener)  # without a name the first failure is the caller's, as before
+    caplog.set_level(logging.INFO, logger="edge.sources.reader")
+    with LatestFrameReader(opener, name="0", retry_initial=0.2, retry_max=0.2) as reader:
+        assert (reader.name, reader.state, reader.live) == ("0", "reconnecting", True)
+        assert reader.read(timeout=10) is not None and reader.state == "running" and reader.name == str(DEMO_CLIP)
+    waiting, back = reader_lines(caplog)
+    assert waiting == "/dev/video0: no such camera device; starting without it, retrying every 0.2 s at most"
+    assert back.startswith(f"{DEMO_CLIP}: capturing again after")
+
+    def not_installed():
+        raise SourceError("picamera2: not installed")
+
+    with pytest.raises(SourceError, match="not installed"):
+        LatestFrameReader(not_installed, name="picamera2")
+
+
+def test_reader_progress_stands_still_while_a_read_hangs_and_moves_while_it_retries():
+    release = threading.Event()
+    camera = ClipCamera(vanish_after=3, fault=release)  # the fourth read hangs, as a stuck driver's does
+    opens = []
+
+    def opener():
+        opens.append(1)
+        if len(opens) > 1:
+            raise SourceError("/dev/video0: no such camera device")
+        return camera
+
+    with LatestFrameReader(opener, retry_initial=0.01, retry_max=0.01) as reader:
+        wait_for(lambda: camera.vanished is not None, "the read that hangs")
+        stuck = reader.progress
+        threading.Event().wait(0.3)
+        assert reader.progress == stuck, "a read that hangs is no progress"
+        release.set()  # the driver gives up at last: an error, then attempts to reopen
+        wait_for(lambda: len(opens) > 5, "attempts to reopen")
+        assert reader.progress > stuck + 0.3, "attempts to reopen are progress"
+
+
+def test_a_read_that_fails_because_the_reader_is_closing_is_no_outage(caplog):
+    release = threading.Event()
+    camera = ClipCamera(vanish_after=1, fault=release)
+    caplog.set_level(logging.INFO, logger="edge.sources.reader")
+    reader = LatestFrameReader(lambda: camera)
+    wait_for(lambda: camera.vanished is not None, "the read that hangs")
+    reader.close(timeout=0.1)  # as a pause does, while the capture thread is still in that read
+    release.set()  # which then fails, as a read from a camera being released does
+    wait_for(lambda: reader.state == "ended", "the capture thread to end")
+    assert reader_lines(caplog) == []
 
 
 def test_reader_surfaces_a_file_error_even_after_its_thread_is_done(tmp_path):

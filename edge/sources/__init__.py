@@ -15,7 +15,7 @@ from typing import Any
 
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.images import IMAGE_SUFFIXES, FolderSource, ImageSource
-from edge.sources.opencv import StreamSource, VideoFileSource, WebcamSource
+from edge.sources.opencv import StreamSource, VideoFileSource, WebcamSource, redact
 from edge.sources.picamera import Picamera2Source
 from edge.sources.reader import LatestFrameReader
 
@@ -31,6 +31,7 @@ __all__ = [
     "VideoFileSource",
     "WebcamSource",
     "open_source",
+    "redact",
 ]
 
 
@@ -78,4 +79,4 @@ def _first_camera(*, width: int, height: int, fps: float) -> FrameSource:
             reasons.append(str(exc))
     if not devices:
         reasons.append("no /dev/video* devices")
-    raise SourceError("no camera found: " + "; ".join(reasons))
+    raise SourceError("no camera found: " + "; ".join(reasons), transient=True)  # one may be plugged in

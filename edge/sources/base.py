@@ -14,7 +14,17 @@ import numpy as np
 
 
 class SourceError(RuntimeError):
-    """A source that cannot be opened or has gone away; the message names it."""
+    """A source that cannot be opened or has gone away; the message names it.
+
+    ``transient`` marks a live source that failed to open for a reason that may pass (a camera not
+    plugged in or not booted yet, a stream not up): the service starts anyway and keeps trying, as it
+    does for a camera lost mid-run. What retrying cannot fix (a missing file, picamera2 not installed,
+    a malformed URL) is not transient, so the service exits at once with the error instead of waiting.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -35,6 +36,18 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
+def _check_url(url: str) -> None:
+    """SourceError for a URL no retry can open (no host, a port that is not a number), before FFmpeg
+    would spend its open timeout on it and the service would wait for it for ever."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsing the port is the check: ValueError when it is not one
+    except ValueError as exc:
+        raise SourceError(f"{redact(url)}: not a valid URL ({exc})") from None
+    if not parts.netloc:
+        raise SourceError(f"{redact(url)}: not a valid URL (no host)")
+
+
 class _OpenCVSource:
     live = False
 
@@ -45,7 +58,7 @@ class _OpenCVSource:
         ok, image = capture.read() if capture.isOpened() else (False, None)
         if not ok or image is None:
             capture.release()
-            raise SourceError(f"{name}: {unreadable}")
+            raise SourceError(f"{name}: {unreadable}", transient=self.live)  # a camera may be busy or not up yet
         self.size = (image.shape[1], image.shape[0])  # (width, height) of the first frame, read at open
         self._pending: np.ndarray | None = image
         self.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -120,6 +133,7 @@ class StreamSource(_OpenCVSource):
     live = True
 
     def __init__(self, url: str) -> None:
+        _check_url(url)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
         super().__init__(redact(url), cv2.VideoCapture(url, cv2.CAP_FFMPEG, params), "cannot open the stream")
 
@@ -135,7 +149,7 @@ class WebcamSource(_OpenCVSource):
     def __init__(self, device: int | str, *, width: int = 640, height: int = 480, fps: float = 0) -> None:
         name = f"/dev/video{device}" if isinstance(device, int) else device
         if sys.platform.startswith("linux") and not Path(name).exists():
-            raise SourceError(f"{name}: no such camera device")
+            raise SourceError(f"{name}: no such camera device", transient=True)  # not plugged in (yet)
         # V4L2 explicitly: with CAP_ANY OpenCV may pick GStreamer, which ignores the size requested.
         backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
         capture = cv2.VideoCapture(device, backend)
