@@ -1,5 +1,6 @@
 """The live view: frames encoded only while watched, the page in Debian's headless Chromium showing the
-stream with boxes, and the page reachable on its bind address only.
+stream with boxes, the page reachable on its bind address only, and clients that cannot take the
+service's threads, its encoder or its log: slow, stalled, too many or hanging up.
 
 Chromium is driven through chromedriver's W3C WebDriver HTTP interface with the standard library, so
 no Selenium is needed; setup.sh --dev installs both Debian packages.
@@ -8,26 +9,34 @@ no Selenium is needed; setup.sh --dev installs both Debian packages.
 from __future__ import annotations
 
 import base64
+import http.client
+import http.server
+import itertools
 import json
+import logging
 import os
+import select
 import shutil
 import socket
+import struct
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-from helpers import Broker, free_port, wait_until
-from test_service import ServiceProcess
+from helpers import Broker, ServiceProcess, free_port, wait_until
 
 from edge.config import ConfigError, PreviewConfig
 from edge.preview import LiveView, PreviewServer
+from edge.preview import server as preview_server
 from edge.tools.annotate import COLOURS
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.tracker import Track
@@ -227,3 +236,197 @@ def test_a_taken_port_is_a_config_error_naming_the_keys() -> None:
         server = PreviewServer(PreviewConfig(enabled=True, bind="127.0.0.1", port=port), LiveView("testpi"))
         with pytest.raises(ConfigError, match=rf"preview.bind/port: cannot listen on 127.0.0.1:{port} \(Address"):
             server.start()
+
+
+@contextmanager
+def serving(live: LiveView) -> Iterator[PreviewServer]:
+    """A preview server in this process on a free loopback port, for tests that need no camera."""
+    server = PreviewServer(PreviewConfig(enabled=True, bind="127.0.0.1", port=free_port()), live)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def camera(live: LiveView, image: np.ndarray) -> Iterator[None]:
+    """The service's frame loop in a thread: ``image`` handed to ``live`` at 50 frames a second."""
+    stopped = threading.Event()
+
+    def run() -> None:
+        while not stopped.wait(0.02):
+            live.frame(image, [])
+
+    feeder = threading.Thread(target=run, daemon=True)
+    feeder.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        feeder.join(5)
+
+
+@contextmanager
+def other_site(html: str) -> Iterator[str]:
+    """The address of ``html`` served by a web server of its own: another origin than the live view."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html.encode())
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the test's output is not the place for another server's access log
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def preview_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name.startswith("edge.preview") and r.levelno >= logging.WARNING
+    ]
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed the connection (a FIN, or a reset for bytes it never read)."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_every_response_forbids_sniffing_and_framing_and_names_no_python() -> None:
+    with serving(LiveView("testpi")) as server:
+        answers = {}
+        for path, host in [("/", "localhost"), ("/status.json", "localhost"), ("/stream.mjpg", "127.0.0.1"),
+                           ("/nowhere", "localhost"), ("/", "evil.example")]:  # fmt: skip
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            connection.request("GET", path, headers={"Host": f"{host}:{server.port}"})
+            response = connection.getresponse()  # the headers only: the stream's body never ends
+            answers[path, host] = response.status, response.headers
+            connection.close()
+    assert [status for status, _ in answers.values()] == [200, 200, 200, 404, 403]
+    for (path, host), (_, headers) in answers.items():
+        assert headers["X-Content-Type-Options"] == "nosniff", (path, host)
+        assert headers["X-Frame-Options"] == "DENY", (path, host)
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], (path, host)
+        assert headers["Server"] == "emotion-edge", (path, host)
+    page_policy = answers["/", "localhost"][1]["Content-Security-Policy"]
+    assert "default-src 'none'" in page_policy and "script-src 'sha256-" in page_policy, page_policy
+    assert "unsafe-inline" not in page_policy
+
+
+def test_chromium_does_not_show_the_page_inside_another_page(browser: WebDriver) -> None:
+    live = LiveView("testpi")
+    # Frames, because a browser counts a page as loaded once its stream has shown the first one.
+    with serving(live) as server, camera(live, np.full((120, 160, 3), 90, np.uint8)):
+        page = f"http://127.0.0.1:{server.port}/"
+        # A page from another site framing the live view (clickjacking): the frame loads, but stays empty.
+        framing = f"<iframe src='{page}' onload='document.title=\"loaded\"'></iframe>"
+        with other_site(framing) as elsewhere:
+            browser.open(elsewhere)
+            wait_until(lambda: browser.script("return document.title") == "loaded", 20, "the frame to load")
+            time.sleep(1)  # time enough for a page shown in the frame to open its stream
+            assert live.watchers == 0, "the page was shown inside another page"
+        # The control: the same page on its own opens the stream.
+        browser.open(page)
+        wait_until(lambda: live.watchers == 1, 20, "the page on its own to open the stream")
+
+
+def test_a_request_must_arrive_in_time_even_a_byte_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(preview_server, "REQUEST_TIMEOUT", 1.0)
+    with serving(LiveView("testpi")) as server:
+        address = ("127.0.0.1", server.port)
+        with socket.create_connection(address, timeout=5) as idle, socket.create_connection(address) as trickle:
+            started = time.monotonic()
+            trickle.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n")
+            # A byte every 0.2 s, each well within any per-receive timeout, never the blank line ending the headers.
+            for byte in itertools.cycle(b"X-Slow: yes\r\n"):
+                if select.select([trickle], [], [], 0.2)[0] and closed_by_server(trickle):
+                    break
+                assert time.monotonic() - started < 5, "the trickling client is still connected after 5 s"
+                trickle.send(bytes([byte]))
+            assert time.monotonic() - started < 3
+            assert closed_by_server(idle), "the client sending nothing is still connected"
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5) as response:
+            assert response.status == 200
+    assert preview_warnings(caplog) == [] and "Traceback" not in caplog.text
+
+
+def test_a_viewer_that_stops_reading_is_dropped_and_the_encoding_stops(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(preview_server, "SEND_TIMEOUT", 1.0)
+    live = LiveView("testpi")
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)  # JPEG cannot shrink it
+    with serving(live) as server, camera(live, noise), socket.socket() as viewer:
+        viewer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        viewer.connect(("127.0.0.1", server.port))
+        viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        wait_until(lambda: live.encoded >= 3, 10, "frames encoded for the viewer")
+        # It never reads: the socket buffers fill within seconds, then a send makes no progress.
+        wait_until(lambda: live.watchers == 0, 20, "the viewer that stopped reading to be dropped")
+        encoded = live.encoded
+        time.sleep(0.5)
+        assert live.encoded == encoded, "frames are still encoded for nobody"
+    assert preview_warnings(caplog) == [] and "Traceback" not in caplog.text
+
+
+def process_threads(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
+
+
+def test_a_flood_of_clients_takes_neither_the_service_threads_nor_its_log(broker: Broker, live_service) -> None:
+    port = free_port()
+    run = live_service(broker.port, port)
+    run.wait_for_log("ready in")
+    before = process_threads(run.process.pid)
+
+    def half_request() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n")  # the headers never end
+        return sock
+
+    held = [half_request() for _ in range(preview_server.MAX_CLIENTS)]
+    wait_until(lambda: process_threads(run.process.pid) >= before + len(held), 5, "a thread for each client")
+    flood = [half_request() for _ in range(30)]
+    for sock in flood:  # answered at once, not held
+        assert sock.recv(4096).startswith(b"HTTP/1.0 503 "), "a client beyond the cap was not refused"
+        sock.close()
+    assert process_threads(run.process.pid) <= before + len(held) + 1  # +1: a thread of the service's own, say
+    with pytest.raises(urllib.error.HTTPError) as busy:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5)
+    assert busy.value.code == 503
+    for sock in held:
+        sock.close()
+
+    def served() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status.json", timeout=5) as response:
+                return response.status == 200
+        except urllib.error.HTTPError:
+            return False
+
+    wait_until(served, 5, "a client to be served once the others left")
+    # Clients hanging up at once, with a reset, on the page and on the stream: ordinary, so no traceback.
+    for path in ["/", "/stream.mjpg"] * 10:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+    wait_until(served, 5, "the service to serve after the hang-ups")
+    time.sleep(0.5)  # for the last handler threads to finish
+    preview_lines = [line for line in run.lines if "preview" in line and "live view on" not in line]
+    assert len(preview_lines) == 1 and "503" in preview_lines[0], "\n".join(preview_lines)
+    assert "Traceback" not in run.log, run.log

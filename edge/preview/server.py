@@ -7,14 +7,24 @@ state and the last events. Nothing is ever written: GET only, no query strings h
 A page on 127.0.0.1 can still be reached by a web page in the user's own browser through DNS
 rebinding (a hostile site whose name resolves to 127.0.0.1, say through the SSH tunnel), so on a
 loopback bind a request must name the host as ``localhost`` or a loopback address.
+
+On a LAN bind anyone on the network can connect, and the threads and file descriptors a client holds
+are the ones the MQTT connection and the camera need too. So at most ``MAX_CLIENTS`` connections are
+served at once (more are answered 503 without a thread), a request must arrive in full within
+``REQUEST_TIMEOUT`` of connecting, and a send that makes no progress for ``SEND_TIMEOUT`` ends the
+connection: a viewer that stops reading would otherwise keep its stream, and the encoder, running
+for nobody. A client hanging up is ordinary and logged at debug level only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -27,7 +37,7 @@ import cv2
 import numpy as np
 
 from edge.config import ConfigError, PreviewConfig
-from edge.preview.page import PAGE
+from edge.preview.page import CSP, PAGE
 from edge.tools.annotate import draw
 from edge.vision.tracker import Track
 
@@ -37,6 +47,30 @@ MAX_FPS = 10.0  # frames encoded per second at most: enough to aim a camera, lit
 JPEG_QUALITY = 80
 LAST_EVENTS = 20
 BOUNDARY = "frame"
+MAX_CLIENTS = 8  # a browser with the page open holds one connection (the stream) and briefly a second
+BACKLOG = 2 * MAX_CLIENTS  # connections the kernel queues while the accept loop is busy for a moment
+REQUEST_TIMEOUT = 10.0  # seconds from connecting to the end of the headers
+SEND_TIMEOUT = 5.0  # seconds a send may wait for a client that does not read
+BUSY_WARNING_INTERVAL = 60.0  # seconds between "too many clients" warnings, so a flood is one line a minute
+SERVER_NAME = "emotion-edge"  # not http.server's "BaseHTTP/0.6 Python/3.11.2", which tells an attacker more
+# On every response: no MIME sniffing, and no framing (clickjacking) by any page, including by older browsers.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"  # for everything but the page: JSON, frames, errors
+_BUSY_BODY = b"too many clients\n"
+_BUSY_HEADERS = {
+    "Server": SERVER_NAME, "Content-Type": "text/plain", "Content-Length": str(len(_BUSY_BODY)),
+    "Retry-After": "5", **SECURITY_HEADERS, "Content-Security-Policy": STRICT_CSP, "Connection": "close",
+}  # fmt: skip
+# The whole answer to a client beyond MAX_CLIENTS, made once.
+BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\n"
+    + "".join(f"{k}: {v}\r\n" for k, v in _BUSY_HEADERS.items()).encode()
+    + b"\r\n"
+    + _BUSY_BODY
+)
 
 
 class LiveView:
@@ -99,18 +133,116 @@ class LiveView:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = BACKLOG
     live: LiveView
     hosts: frozenset[str] | None  # Host header values accepted; None = any
     stopping: threading.Event
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._lock = threading.Lock()
+        self._clients = 0  # connections being served, each by a thread of its own
+        self._warned = -BUSY_WARNING_INTERVAL  # when "too many clients" was last logged
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection while fewer than MAX_CLIENTS are served; otherwise 503 at once."""
+        with self._lock:
+            admitted = self._clients < MAX_CLIENTS
+            if admitted:
+                self._clients += 1
+        if not admitted:
+            self._refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()  # no thread started, so none will release the slot
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._clients -= 1
+
+    def _refuse(self, request: socket.socket, client_address: Any) -> None:
+        """Answer 503 in the accept loop itself, where a non-blocking send into an empty socket buffer
+        cannot stall it. What has arrived of the request is read first: closing a socket with unread
+        bytes sends a reset, which can destroy the answer before the client reads it."""
+        now = time.monotonic()
+        if now - self._warned >= BUSY_WARNING_INTERVAL:
+            self._warned = now
+            log.warning("preview: %d clients connected already: 503 to %s (more refusals within a minute"
+                        " are not logged)", MAX_CLIENTS, client_address[0])  # fmt: skip
+        request.setblocking(False)
+        with contextlib.suppress(OSError):  # nothing has arrived yet, or the client has reset already
+            request.recv(65536)
+        with contextlib.suppress(OSError):  # the client has gone already
+            request.sendall(BUSY)
+        self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not socketserver's traceback: a client hanging up is ordinary, anything else a bug."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("preview %s: the client left (%s)", client_address[0], type(exc).__name__)
+        else:
+            log.error("preview %s: request failed: %r", client_address[0], exc)
 
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+class _RequestReader(io.RawIOBase):
+    """The connection's incoming bytes, each receive allowed only the time left until ``deadline``, so
+    that a client trickling a byte every few seconds is cut off as surely as one sending nothing. The
+    request is always read before anything is sent, so every send gets the SEND_TIMEOUT set here."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(SEND_TIMEOUT)
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """A timeout (the request's, or a send's) is handled by http.server itself: it ends the connection
+    and calls log_error, which logs at debug level here like every other line about a request."""
+
     server: _Server
     protocol_version = "HTTP/1.0"  # one request per connection: the stream ends when the socket does
+    csp = STRICT_CSP  # the page's own policy replaces it in do_GET
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the buffered reader http.server made, replaced by one with a deadline
+        self.rfile = io.BufferedReader(_RequestReader(self.connection, time.monotonic() + REQUEST_TIMEOUT))
+
+    def version_string(self) -> str:
+        return SERVER_NAME
+
+    def end_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.send_header("Content-Security-Policy", self.csp)
+        super().end_headers()
 
     def do_GET(self) -> None:
         if self.server.hosts is not None and self._host() not in self.server.hosts:
@@ -118,6 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == "/":
+            self.csp = CSP
             self._send(PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/status.json":
             self._send(json.dumps(self.server.live.status()).encode(), "application/json")
@@ -148,7 +281,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         live.watching(+1)
         seq = 0
-        try:
+        try:  # ended by the viewer leaving, a send timing out (a viewer not reading) or the server stopping
             while not self.server.stopping.is_set():
                 got = live.next_frame(seq, timeout=0.5)
                 if got is None:
@@ -157,8 +290,6 @@ class _Handler(BaseHTTPRequestHandler):
                 head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
                 self.wfile.write(head.encode() + jpeg + b"\r\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the viewer closed the page
         finally:
             live.watching(-1)
 
