@@ -7,8 +7,10 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections import Counter
 from datetime import datetime, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,11 @@ from helpers import REPO, edge_command
 from PIL import Image
 
 from edge import report
+from edge.mqtt import payloads
 from edge.tools.demo import DEMO_CLIP
+from edge.vision.emotions import EMOTIONS
 from edge.watch.store import Store
-from edge.watch.watcher import parse
+from edge.watch.watcher import parse, store_message
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "watch"
 FLEET_DB = FIXTURES / "fleet.db"
@@ -34,6 +38,7 @@ LAB = {"surprise": 20.0, "happy": 40.0}
 OVERALL = {"neutral": 40.5, "happy": 100.0, "sad": 70.0, "surprise": 20.0}
 HOUR_10 = {"neutral": 40.5, "happy": 100.0, "sad": 10.0, "surprise": 20.0}
 HOUR_11 = {"sad": 60.0}
+T = datetime(2026, 9, 21, 10, tzinfo=timezone.utc).timestamp()
 
 
 def share(seconds: dict[str, float], label: str) -> float:
@@ -68,7 +73,7 @@ def run_report(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_fixture_database_holds_exactly_the_fixture_events(tmp_path):
     """fleet.db is fleet.jsonl through the watcher's parse and store (the redelivered change once)."""
     lines = [json.loads(line) for line in (FIXTURES / "fleet.jsonl").read_text().splitlines()]
-    sent = [parse(m["topic"], json.dumps(m["payload"]).encode()) for m in lines]
+    sent = [parse(m["topic"], json.dumps(m["payload"]).encode(), T) for m in lines]
     unique_events = {json.dumps(body, sort_keys=True) for leaf, body in sent if leaf == "events"}
     store = Store(FLEET_DB, readonly=True)
     stored = {json.dumps(json.loads(p), sort_keys=True) for (p,) in store.db.execute("SELECT payload FROM events")}
@@ -175,6 +180,136 @@ def test_since_spans():
     assert report.parse_since("24h", now=100_000.0) == 100_000.0 - 86400
     assert report.parse_since("90m", now=10_000.0) == 10_000.0 - 5400
     assert report.parse_since("2026-09-21T10:00:00Z") == datetime(2026, 9, 21, 10, tzinfo=timezone.utc).timestamp()
+
+
+def watched(db: Path, messages: list[tuple[str, dict]]) -> None:
+    """``messages`` (device, event body) stored as ``watch`` stores them, through its schema check."""
+    store = Store(db)
+    received = time.time()
+    store.db.execute("BEGIN")
+    for device, body in messages:
+        store_message(
+            store, *parse(f"emotion-edge/{device}/events", payloads.encode(body).encode(), received), received
+        )
+    store.db.execute("COMMIT")
+    store.close()
+
+
+def visit(
+    device: str, track: int, t0: float, seconds: float, emotion: str = "happy", scores: dict | None = None
+) -> list[tuple[str, dict]]:
+    """Track ``track``'s visit of ``seconds`` from ``t0``: its start and its end, as a device publishes them."""
+    scores = scores or {label: float(label == emotion) for label in EMOTIONS}
+    body = {"schema": 1, "device": device, "track": track, "emotion": emotion, "confidence": 1.0, "scores": scores,
+            "box": [0, 0, 10, 10], "run": "r"}  # fmt: skip
+    start = {**body, "type": "start", "ts": payloads.iso_utc(t0), "duration": 0.0, "seq": 2 * track - 1}
+    end = {**body, "type": "end", "ts": payloads.iso_utc(t0 + seconds), "duration": seconds, "seq": 2 * track}
+    return [(device, start), (device, end)]
+
+
+class ReportData(HTMLParser):
+    """The page's embedded JSON, found as a browser finds it: the text of <script id="report-data">."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = False
+        self.text = ""
+        self.scripts = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.scripts += tag == "script"
+        self.inside = tag == "script" and ("id", "report-data") in attrs
+
+    def handle_endtag(self, tag: str) -> None:
+        self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        self.text += data if self.inside else ""
+
+
+def test_names_and_labels_of_any_text_are_drawn_and_embedded_as_they_are(edge_env, tmp_path):
+    """A device named like mathtext, labels with ``$`` and ``<!--<script``: the figure once failed on them
+    (every later report of the database did) and the embedded JSON could be cut short; now each is literal."""
+    device, label = "$\\foo{$", "a$^$b</script><!--<script>&"
+    now = time.time() - 600
+    hall = visit("hall", 1, now, 60.0)
+    odd = visit(device, 1, now, 30.0, label, {label: 1.0, "happy": 0.0})
+    watched(tmp_path / "w.db", hall + odd + visit("<!--<script", 1, now, 10.0))
+    for out in ("r.html", "r.png"):
+        run_report("--db", str(tmp_path / "w.db"), "-o", str(tmp_path / out), env=edge_env)
+    parser = ReportData()
+    parser.feed((tmp_path / "r.html").read_text())
+    assert parser.scripts == 1  # no <script> opened by a name
+    assert "<" not in parser.text  # no "<!--" either, which sends a browser's script parsing past "</script>"
+    data = json.loads(parser.text)
+    assert [row["name"] for row in data["table"]] == ["$\\foo{$", "<!--<script", "hall", "overall"]
+    assert label in data["labels"] and data["table"][0]["predominant"] == label
+    assert json.loads(Image.open(tmp_path / "r.png").text["Description"]) == data["table"]
+
+
+def test_a_flood_of_devices_labels_and_hours_is_cut_to_a_page_saying_how_much_was_left_out(edge_env, tmp_path):
+    """A client can make up device names, labels and long visits that a real device would never send: the page
+    shows the busiest MAX_ROWS rows, the MAX_LABELS labels most scores name and the latest visits, and says so."""
+    now = time.time() - 86400
+    messages = []
+    for i in range(report.MAX_ROWS + 50):  # device d<i> has i + 1 visits of i + 1 seconds each
+        for n in range(1, i + 2):
+            messages += visit(f"d{i:03d}", n, now + n * 200, i + 1.0)
+    messages += visit("junk", 1, now, 1.0, scores={f"junk{k}": 0.0 for k in range(16)})
+    messages += visit("photo", 1, now - 200 * 86400, 200 * 86400)  # a photo on the wall, 200 days (4800 hours)
+    watched(tmp_path / "w.db", messages)
+
+    run_report("--db", str(tmp_path / "w.db"), "-o", str(tmp_path / "r.html"), env=edge_env)
+    data = page_data(tmp_path / "r.html")
+    names = [row["name"] for row in data["table"]]
+    assert names == [*(f"d{i:03d}" for i in range(51, 150)), "photo", "overall"]  # the busiest 100, by name
+    assert data["rows_left_out"] == 52 and data["table"][-1]["visits"] == data["visits_total"] == 11327
+    assert len(data["visits"]) == report.MAX_VISITS_LISTED
+    assert len(data["labels"]) == report.MAX_LABELS and set(EMOTIONS) <= set(data["labels"])
+    page = (tmp_path / "r.html").read_text()
+    assert "52 more devices with less face-time than these 100 are left out of the table" in page
+    assert "<summary>The latest 1000 of 11327 visits</summary>" in page
+
+    run_report("--db", str(tmp_path / "w.db"), "--group-by", "hour", "-o", str(tmp_path / "h.html"), env=edge_env)
+    data = page_data(tmp_path / "h.html")
+    assert len(data["table"]) == report.MAX_ROWS + 1 and data["rows_left_out"] > 4700
+
+
+def test_the_visits_chart_has_the_busiest_devices_and_one_legend_entry_for_emotions_no_score_names(tmp_path):
+    """A chart has room for MAX_VISIT_ROWS devices, the busiest; emotions without a colour of their own (made up
+    by a client, one per visit) share one legend entry instead of one each."""
+    from edge.report import render
+
+    now = time.time() - 86400
+    messages = []
+    for i in range(render.MAX_VISIT_ROWS + 5):  # d<i>: a visit of i + 1 minutes
+        messages += visit(f"d{i:02d}", 1, now, 60.0 * (i + 1))
+    for k in range(30):
+        messages += visit("moody", k + 1, now + 100 * k, 90.0, f"mood{k}")
+    watched(tmp_path / "w.db", messages)
+    fig = render.figure(report.from_databases([tmp_path / "w.db"]))
+    chart = fig.axes[1]
+    assert [t.get_text() for t in chart.get_yticklabels()] == sorted(["moody", *(f"d{i:02d}" for i in range(6, 45))])
+    assert [t.get_text() for t in chart.get_legend().get_texts()] == ["happy", "other (30)"]
+
+
+def test_report_names_the_line_of_a_frame_it_cannot_read(edge_env, tmp_path):
+    good = {"frame": 0, "ts": 0.0, "faces": [{"track": 1, "emotion": "happy", "scores": {"happy": 1.0}}]}
+    for bad, reason in (
+        ({**good, "ts": "1"}, "ts '1' is not a number"),
+        ({**good, "faces": [{**good["faces"][0], "track": "x"}]}, "track 'x' is not an integer"),
+        (
+            {**good, "faces": [{**good["faces"][0], "scores": {"happy": "high"}}]},
+            "scores {'happy': 'high'} are not numbers by label",
+        ),
+        ({"ts": 1.0}, "it needs ts and faces"),
+    ):
+        path = tmp_path / "frames.jsonl"
+        path.write_text(f"{json.dumps(good)}\n{json.dumps(bad)}\n")
+        done = subprocess.run(edge_command("report", "--jsonl", str(path), "-o", str(tmp_path / "r.html")),
+                              env=edge_env, cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().endswith(f"{path}:2: not an `emotion-edge analyze` frame ({reason})"), done.stderr
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,15 @@ import pytest
 from helpers import REPO, Broker, edge_command, free_port, wait_until
 
 from edge.mqtt import payloads
+from edge.mqtt.summary import SummaryWindow
+from edge.vision.emotions import EMOTIONS
 from edge.watch import live
 from edge.watch.loadgen import device_events
-from edge.watch.store import SCHEMA_VERSION, Store, StoreError
-from edge.watch.watcher import Malformed, parse
+from edge.watch.store import REJECT_KEPT, SCHEMA_VERSION, Store, StoreError
+from edge.watch.watcher import MAX_DEVICES, MAX_MALFORMED_TOPICS, Malformed, parse
 
-START = 1_790_000_000.0  # 2026-09-21: any fixed wall time
+START = float(int(time.time()) - 3600)  # an hour ago: the watcher takes times near its own clock
+DAY = 86400.0
 
 
 def events(device: str, count: int, seed: int = 1) -> list[dict]:
@@ -34,9 +37,9 @@ def events(device: str, count: int, seed: int = 1) -> list[dict]:
 
 def test_parse_accepts_every_published_kind_and_names_the_fault_in_bad_ones():
     body = events("hall", 1)[0]
-    assert parse("emotion-edge/hall/events", payloads.encode(body).encode()) == ("events", body)
-    state = {"schema": 1, "ts": "2026-09-21T10:00:00.000Z", "device": "hall", "faces": 0, "emotion": "none"}
-    assert parse("site/a/emotion-edge/hall/state", json.dumps(state).encode())[0] == "state"
+    assert parse("emotion-edge/hall/events", payloads.encode(body).encode(), START) == ("events", body)
+    state = {"schema": 1, "ts": payloads.iso_utc(START), "device": "hall", "faces": 0, "emotion": "none"}
+    assert parse("site/a/emotion-edge/hall/state", json.dumps(state).encode(), START)[0] == "state"
     bad = {
         b"\xff\xfe": "not JSON",
         b"[1, 2]": "not a JSON object",
@@ -44,12 +47,68 @@ def test_parse_accepts_every_published_kind_and_names_the_fault_in_bad_ones():
         json.dumps({**body, "device": "kitchen"}).encode(): "does not match the topic's 'hall'",
         json.dumps({**body, "type": "begin"}).encode(): "event type 'begin'",
         json.dumps({**body, "track": "1"}).encode(): "'track' missing or not int",
-        json.dumps({**body, "ts": "yesterday"}).encode(): "'ts' is not an ISO 8601 time",
+        json.dumps({**body, "ts": "yesterday"}).encode(): "'ts' is not an ISO 8601 time: 'yesterday'",
         json.dumps({k: v for k, v in body.items() if k != "duration"}).encode(): "'duration' missing",
     }
     for payload, reason in bad.items():
         with pytest.raises(Malformed, match=reason):
-            parse("emotion-edge/hall/events", payload)
+            parse("emotion-edge/hall/events", payload, START)
+
+
+def test_parse_bounds_what_would_crash_or_swell_the_watcher_or_a_report_but_takes_every_real_message():
+    """The bounds of the security review: each message below once killed ``watch`` (a number SQLite cannot
+    hold, a string that is no Unicode), broke every later report (a duration of 1e300, a date matplotlib
+    cannot draw), held back a device's real states (dated 2099), or swelled a report. What devices publish
+    (edge.mqtt.payloads), at the edges of its range, passes."""
+    now = START
+    event = events("hall", 1)[0]
+    scores = {label: round(1 / 7, 4) for label in EMOTIONS}
+    real = {
+        "events": [
+            event,
+            {**event, "ts": payloads.iso_utc(now - 365 * DAY)},  # replayed by an outbox after a year away
+            {**event, "ts": payloads.iso_utc(now + 20 * 3600)},  # a clock ahead: one set to local time is 14 h at most
+            {**event, "duration": 300 * DAY, "confidence": 1.0},  # a photo on the wall, tracked for months
+        ],
+        "state": [payloads.state([], device="hall", wall=now, labels=EMOTIONS)],
+        "summary": [SummaryWindow(EMOTIONS).body(device="hall", wall=now, window=60.0)],
+    }
+    for leaf, bodies in real.items():
+        for body in bodies:
+            assert parse(f"emotion-edge/hall/{leaf}", payloads.encode(body).encode(), now) == (leaf, body)
+
+    state = real["state"][0]
+    bad = {
+        "events": [
+            ({**event, "track": 2**64}, "'track' is 18446744073709551616, beyond 2**53"),
+            ({**event, "seq": -(2**64)}, "'seq' is -18446744073709551616, beyond 2**53"),
+            ({**event, "duration": 1e300}, "'duration' is 1e+300, outside 0..31622400"),
+            ({**event, "duration": -1}, "'duration' is -1, outside"),
+            ({**event, "confidence": 3}, "'confidence' is 3, outside 0..1"),
+            ({**event, "emotion": "\ud800"}, "lone surrogate"),
+            ({**event, "extra": {"\udfff": 1}}, "lone surrogate"),
+            ({**event, "emotion": "x" * 65}, f"emotion '{'x' * 39}... is longer than 64 characters"),
+            ({**event, "scores": {"y" * 65: 0.5}}, f"score label '{'y' * 39}... is longer than 64 characters"),
+            ({**event, "scores": {f"l{i}": 0.0 for i in range(17)}}, "'scores' has 17 labels, more than 16"),
+            ({**event, "scores": {**scores, "happy": 1.5}}, "score 'happy' is 1.5, not a number from 0 to 1"),
+            ({**event, "scores": {**scores, "happy": "0.5"}}, "score 'happy' is '0.5', not a number"),
+            ({**event, "ts": "2026-09-21T10:00:00"}, "has no time zone"),
+            ({**event, "ts": payloads.iso_utc(now - 368 * DAY)}, "is more than 367 days before it arrived"),
+            ({**event, "pad": "z" * 70_000}, "bytes, more than 65536"),
+        ],
+        "state": [
+            ({**state, "ts": "9999-12-31T23:00:00Z"}, "'ts' '9999-12-31T23:00:00Z' is more than 24 h after it arrived"),
+            ({**state, "ts": "2099-01-01T00:00:00Z"}, "more than 24 h after it arrived"),
+            ({**state, "ts": payloads.iso_utc(now + 25 * 3600)}, "more than 24 h after it arrived"),
+            ({**state, "faces": 2**63}, "'faces' is 9223372036854775808, beyond 2**53"),
+            ({**state, "emotion": "x\u001b]0;T\u0007" * 10}, "emotion 'x\\x1b]0;T\\x07x"),
+        ],
+    }
+    for leaf, cases in bad.items():
+        for body, reason in cases:
+            with pytest.raises(Malformed) as fault:
+                parse(f"emotion-edge/hall/{leaf}", json.dumps(body).encode(), now)
+            assert reason in str(fault.value)
 
 
 def test_store_keeps_each_event_once_by_run_and_seq_else_by_content(tmp_path):
@@ -90,6 +149,18 @@ def test_live_table_shows_faces_emotion_since_and_rate():
         "device=hall faces=3 emotion=happy since=10:00:00Z events_per_min=2.0 last_summary=-",
         "watch: 3 events stored, 1 duplicates dropped, 0 malformed skipped",
     ]
+
+
+def test_live_view_shows_control_characters_escaped_so_a_label_cannot_drive_the_terminal():
+    """An emotion (or device) another client chose: an OSC title, a clear-screen and newlines would act on the
+    operator's terminal, or fake lines of the log form, if written as they are."""
+    view = live.DeviceView("hall\u009b2J")
+    view.seen_state({"ts": "2026-09-21T10:00:00.000Z", "faces": 1, "emotion": "x\u001b]0;T\u0007\u001b[2J\nhall2"})
+    row = view.snapshot(now=0.0)
+    for text in (live.render_table([row], 0, 0, 0), live.render_lines([row], 0, 0, 0)):
+        assert not any(ch in text for ch in "\u001b\u0007\u009b"), repr(text)
+        assert "x\\x1b]0;T\\x07\\x1b[2J\\x0ahall2" in text and "hall\\x9b2J" in text
+    assert live.render_lines([row], 0, 0, 0).count("\n") == 2  # the device's line and the totals
 
 
 # --- the watch process --------------------------------------------------------------------------------
@@ -174,7 +245,7 @@ def test_watch_survives_a_malformed_message_and_a_broker_restart_losing_nothing(
     publish_all(client, [(topic, payloads.encode(b)) for b in before[:5]])
     publish_all(client, [(topic, b"{not json"), (topic, payloads.encode({**before[0], "schema": 2}))])
     publish_all(client, [(topic, payloads.encode(b)) for b in [before[2], *before[5:]]])  # one redelivered
-    state = {"schema": 1, "ts": "2026-09-21T10:00:00.000Z", "device": "hall", "faces": 1, "emotion": "sad"}
+    state = {"schema": 1, "ts": payloads.iso_utc(START), "device": "hall", "faces": 1, "emotion": "sad"}
     publish_all(client, [("emotion-edge/hall/state", json.dumps(state))])
     wait_until(lambda: w.stored() == 10, 15, "the first 10 events in the database")
     client.disconnect()
@@ -201,6 +272,89 @@ def test_watch_survives_a_malformed_message_and_a_broker_restart_losing_nothing(
     assert len(reasons) == 3 and reasons[1] == "schema 2, expected 1", reasons
     assert reasons[0].startswith("not JSON") and reasons[2].startswith("not JSON"), reasons
     assert db.execute("SELECT payload FROM rejects ORDER BY id").fetchall()[0][0] == b"{not json"
+
+
+def test_watch_skips_what_would_crash_it_or_a_report_keeps_a_huge_one_short_and_goes_on_storing(
+    broker: Broker, watch, tmp_path
+):
+    """Each of these once ended ``watch`` (and, named, again at every restart, the broker redelivering it) or
+    distorted what it stored; now each is one reject, one log line per topic, and the watcher carries on."""
+    db = tmp_path / "w.db"
+    store = Store(db)  # a database that refuses one device's events: a failure the schema check cannot foresee
+    store.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.device = 'cellar'"
+                     " BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END")  # fmt: skip
+    store.close()
+    w = watch(broker.port, db, "--client-id", "archive-1")
+    w.wait_for_log("subscribing to")
+    good = events("hall", 5)
+    now = time.time()
+    state = {"schema": 1, "ts": payloads.iso_utc(now), "device": "hall", "faces": 2}
+    huge = json.dumps({**events("big", 1)[0], "emotion": "x" * 2**20})
+    client = publisher(broker.port)
+    publish_all(client, [
+        ("emotion-edge/hall/events", json.dumps({**good[0], "track": 2**64})),
+        ("emotion-edge/hall/events", json.dumps({**good[0], "seq": 2**64})),
+        ("emotion-edge/attic/events", json.dumps({**events("attic", 1)[0], "emotion": "\ud800"})),
+        ("emotion-edge/cellar/events", payloads.encode(events("cellar", 1)[0])),
+        ("emotion-edge/hall/state", json.dumps({**state, "ts": "2099-01-01T00:00:00.000Z", "emotion": "fake"})),
+        ("emotion-edge/big/events", huge),
+        ("emotion-edge/hall/state", json.dumps({**state, "emotion": "x\u001b]0;T\u0007\u001b[2J\nfake"})),
+        *(("emotion-edge/hall/events", payloads.encode(b)) for b in good),
+    ])  # fmt: skip
+    wait_until(lambda: w.stored() == 5, 15, "the 5 good events stored")
+    wait_until(lambda: any(line.startswith("device=hall faces=2 ") for line in w.out), 10, "hall's view line")
+    client.disconnect()
+    client.loop_stop()
+
+    assert w.process.poll() is None, w.log
+    assert w.stop() == 0, w.log
+    assert "Traceback" not in w.log and w.log.count("malformed message skipped") == 5, w.log  # one per topic
+    assert "watch: stopped; 5 events stored, 0 duplicates dropped, 6 malformed messages skipped" in w.log
+    assert "emotion-edge/cellar/events: malformed message skipped (cannot be stored (IntegrityError: refused by a " \
+           "trigger))" in w.log  # fmt: skip
+    line = next(line for line in w.out if line.startswith("device=hall faces=2 "))
+    assert line.startswith("device=hall faces=2 emotion=x\\x1b]0;T\\x07\\x1b[2J\\x0afake since=")
+    assert not any("\u001b" in line for line in w.out)
+    db_ = sqlite3.connect(db)
+    ((t, payload),) = db_.execute("SELECT t, payload FROM states WHERE device = 'hall'")
+    assert t == pytest.approx(now, abs=0.01) and "2099" not in payload  # the real state, not the one from 2099
+    rejects = dict(db_.execute("SELECT topic, length(payload) FROM rejects WHERE topic LIKE '%big%'"))
+    assert rejects == {"emotion-edge/big/events": REJECT_KEPT}
+    (reason,) = db_.execute("SELECT reason FROM rejects WHERE topic LIKE '%big%'").fetchone()
+    assert reason == f"{len(huge)} bytes, more than 65536; payload of {len(huge)} bytes, its first 4096 kept"
+
+
+def test_watch_bounds_its_view_and_its_log_however_many_device_names_are_made_up(
+    broker_factory: Callable[..., Broker], watch, tmp_path
+):
+    """The view keeps the MAX_DEVICES devices heard from last, and the log names at most MAX_MALFORMED_TOPICS
+    topics, then says once that it stops naming them: a client making up names cannot grow either for ever."""
+    broker = broker_factory(listener="allow_anonymous true\nmax_queued_messages 1000000").start()
+    w = watch(broker.port, tmp_path / "w.db")
+    w.wait_for_log("subscribing to")
+    devices = [f"d{i:04d}" for i in range(MAX_DEVICES + 100)]
+    now = payloads.iso_utc(time.time())
+    states: list[tuple[str, bytes | str]] = [
+        (f"emotion-edge/{d}/state", json.dumps({"schema": 1, "ts": now, "device": d, "faces": 1, "emotion": "happy"}))
+        for d in devices
+    ]
+    junk: list[tuple[str, bytes | str]] = [
+        (f"emotion-edge/j{i:04d}/events", b"junk") for i in range(MAX_MALFORMED_TOPICS + 100)
+    ]
+    client = publisher(broker.port)
+    publish_all(client, states + junk)
+    totals = f"watch: 0 events stored, 0 duplicates dropped, {len(junk)} malformed skipped"
+    wait_until(lambda: totals in w.out, 20, "a view after every message")
+    client.disconnect()
+    client.loop_stop()
+    assert w.stop() == 0, w.log
+
+    end = w.out.index(totals)
+    start = max(i for i, line in enumerate(w.out[:end]) if line.startswith("watch: "))
+    shown = [line.split()[0] for line in w.out[start + 1 : end]]
+    assert shown == [f"device={d}" for d in devices[-MAX_DEVICES:]]  # the most recent ones
+    assert w.log.count("malformed message skipped") == MAX_MALFORMED_TOPICS, w.log[-500:]
+    assert w.log.count(f"malformed messages from more than {MAX_MALFORMED_TOPICS} topics: from now on") == 1
 
 
 def test_watch_started_before_its_broker_says_so_once_then_connects_when_it_comes(

@@ -7,6 +7,7 @@ be mailed, archived or opened on a machine with no network. Matplotlib runs head
 from __future__ import annotations
 
 import base64
+import heapq
 import html
 import io
 import json
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge.report import Report
+from edge.report import MAX_ROWS, MAX_VISITS_LISTED, Report
 from edge.report.timeline import NO_FACE
 
 # One colour per emotion, the same in every report (tab10, in the labels' canonical order).
@@ -28,11 +29,22 @@ COLOURS = {
     "neutral": "#9e9e9e",
     NO_FACE: "#ffffff",
 }
-MAX_VISIT_ROWS = 40  # rows of the visits chart; more are summed up in the title
+MAX_VISIT_ROWS = 40  # rows of the visits chart, the devices (faces) with the most face-time; the title says so
 
 
 def _colour(label: str) -> str:
     return COLOURS.get(label, "#444444")
+
+
+def _literal(text: str) -> str:
+    """``text`` for matplotlib as it is: an even number of ``$`` would make it mathtext, drawn as a formula or,
+    malformed (a device named ``$\\foo{$``), failing the whole figure."""
+    return text.replace("$", r"\$")
+
+
+def _json(data: Any) -> str:
+    """JSON that cannot end the ``<script>`` holding it, or open a comment there (``<!--<script``)."""
+    return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _x(report: Report, values: list[float]) -> list[Any]:
@@ -51,7 +63,12 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
     labels = report.labels
     line = report.timeline()
     visits = report.visits()
-    rows = sorted({v.group if report.wall else v.visit for v in visits})[:MAX_VISIT_ROWS]
+    face_time: dict[str, float] = {}
+    for v in visits:
+        row = v.group if report.wall else v.visit
+        face_time[row] = face_time.get(row, 0.0) + sum(v.seconds.values())
+    rows = sorted(heapq.nlargest(MAX_VISIT_ROWS, face_time, key=face_time.__getitem__))
+    index = {row: i for i, row in enumerate(rows)}
     faces = report.faces or {}
     table = report.table()
     heights = [3.0, max(1.2, 0.3 * len(rows) + 0.8)]
@@ -64,12 +81,12 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
     unit = "UTC" if report.wall else "seconds into the recording"
 
     ax = axes[0]
-    ax.set_title(f"{report.title}: each emotion's share of face-time")
+    ax.set_title(_literal(f"{report.title}: each emotion's share of face-time"))
     # Stacked, stepped per time bin: a bin nobody was in view stays blank instead of being interpolated across.
     x, bottom = _x(report, line["t"]), [0.0] * len(line["t"])
     for label in labels:
         top = [b + s for b, s in zip(bottom, line["share"][label])]
-        ax.fill_between(x, bottom, top, step="mid", color=_colour(label), label=label, linewidth=0)
+        ax.fill_between(x, bottom, top, step="mid", color=_colour(label), label=_literal(label), linewidth=0)
         bottom = top
     ax.set_ylim(0, 1)
     ax.set_ylabel("share")
@@ -77,20 +94,28 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
 
     ax = axes[1]
-    ax.set_title(f"predominant emotion per visit ({len(visits)} visits)")
+    shown = f"; the {len(rows)} of {len(face_time)} with the most face-time" if len(rows) < len(face_time) else ""
+    ax.set_title(f"predominant emotion per visit ({len(visits)} visits{shown})")
+    bars: dict[tuple[int, str], list[tuple[Any, Any]]] = {}  # one collection per row and colour, not per visit
     for v in visits:
         row = v.group if report.wall else v.visit
-        if row in rows:
+        if row in index:
             start = _x(report, [v.t0])[0]
             width = (_x(report, [v.t1])[0] - start) if report.wall else v.t1 - v.t0
-            ax.broken_barh([(start, width)], (rows.index(row) - 0.4, 0.8), color=_colour(v.predominant))
-    ax.set_yticks(range(len(rows)), rows, fontsize="small")
+            bars.setdefault((index[row], _colour(v.predominant)), []).append((start, width))
+    for (i, colour), spans in bars.items():
+        ax.broken_barh(spans, (i - 0.4, 0.8), color=colour)
+    ax.set_yticks(range(len(rows)), [_literal(row) for row in rows], fontsize="small")
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.invert_yaxis()
-    present = sorted({v.predominant for v in visits}, key=lambda s: labels.index(s) if s in labels else 99)
-    if present:
-        ax.legend(handles=[Patch(color=_colour(p), label=p) for p in present], loc="upper left",
-                  bbox_to_anchor=(1.0, 1.0), fontsize="small")  # fmt: skip
+    drawn = {v.predominant for v in visits if (v.group if report.wall else v.visit) in index}
+    present = [p for p in dict.fromkeys((*labels, NO_FACE)) if p in drawn]
+    handles = [Patch(color=_colour(p), label=_literal(p)) for p in present]
+    others = len(drawn) - len(present)  # emotions no score names, all in one colour: one entry, however many
+    if others:
+        handles.append(Patch(color=_colour(""), label=f"other ({others})"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     if line["t"]:
         axes[0].sharex(ax)
 
@@ -101,7 +126,7 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
         mean_t, mean = _room_mean(faces, label)
         ax.plot(mean_t, mean, color="black", linewidth=1.6, label="room mean")
         ax.set_ylim(0, 1)
-        ax.set_ylabel(label, fontsize="small")
+        ax.set_ylabel(_literal(label), fontsize="small")
         if i == 0:
             ax.set_title("each face's score (thin) and the room's mean (black)")
         ax.sharex(axes[0])
@@ -110,9 +135,11 @@ def figure(report: Report, *, with_table: bool = False) -> Any:
     if with_table:
         ax = axes[-1]
         ax.axis("off")
-        head = ["", "visits", "face-s", "predominant", *labels]
-        cells = [[r["name"], r["visits"], f"{r['face_seconds']:.1f}", r["predominant"],
+        head = [_literal(h) for h in ["", "visits", "face-s", "predominant", *labels]]
+        cells = [[_literal(r["name"]), r["visits"], f"{r['face_seconds']:.1f}", _literal(r["predominant"]),
                   *(f"{r['share'][label]:.1%}" for label in labels)] for r in table]  # fmt: skip
+        if report.rows_left_out:
+            ax.set_title(_left_out(report))
         if cells:
             drawn = ax.table(cellText=cells, colLabels=head, loc="center", cellLoc="right")
             drawn.auto_set_font_size(False)
@@ -145,6 +172,12 @@ def write_png(report: Report, out: Path) -> None:
     out.write_bytes(_png(report, with_table=True))
 
 
+def _left_out(report: Report) -> str:
+    what = f"{report.group_by}s" if report.wall else "faces"
+    return (f"{report.rows_left_out} more {what} with less face-time than these {MAX_ROWS} are left out of the "
+            "table; overall counts them")  # fmt: skip
+
+
 def _clock(report: Report, t: float) -> str:
     if report.wall:
         return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -169,8 +202,11 @@ def write_html(report: Report, out: Path) -> None:
         f"<td>{v['t1'] - v['t0']:.1f}</td><td>{esc(v['predominant'])}</td></tr>"
         for v in data["visits"]
     )
-    blob = json.dumps(data).replace("</", "<\\/")
+    blob = _json(data)
     title = esc(report.title)
+    left_out = f"<p>{esc(_left_out(report))}.</p>" if report.rows_left_out else ""
+    total = data["visits_total"]
+    listed = f"The latest {MAX_VISITS_LISTED} of {total} visits" if total > MAX_VISITS_LISTED else "Every visit"
     out.write_text(
         f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -183,11 +219,11 @@ img {{ max-width: 100%; }}
 details {{ margin: 1rem 0; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>{len(data["visits"])} visits; shares are of face-time (two faces for a minute weigh as one face for two).</p>
+<p>{total} visits; shares are of face-time (two faces for a minute weigh as one face for two).</p>
 <img alt="each emotion's share over time, and each visit's predominant emotion" src="data:image/png;base64,{picture}">
 <h2>By {esc(report.group_by if report.wall else "face")}</h2>
 <table id="numbers"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
-<details><summary>Every visit</summary>
+{left_out}<details><summary>{listed}</summary>
 <table id="visits"><thead><tr><th>device</th><th>track</th><th>from</th><th>seconds</th><th>predominant</th></tr>
 </thead><tbody>{visits}</tbody></table></details>
 <script type="application/json" id="report-data">{blob}</script>

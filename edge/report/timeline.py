@@ -15,6 +15,7 @@ Shares are of face-time: two faces happy for a minute weigh as much as one face 
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -159,8 +160,11 @@ def clip(segments: Iterable[Segment], t0: float, t1: float) -> Iterable[tuple[Se
             yield s, inside
 
 
-def table(segments: Sequence[Segment], labels: Sequence[str], group_by: str) -> list[dict[str, Any]]:
-    """The report's rows: one per device (or hour, or recording track), then ``overall``."""
+def table(
+    segments: Sequence[Segment], labels: Sequence[str], group_by: str, *, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The report's rows: one per device (or hour, or recording track), then ``overall``; and how many were
+    left out: past ``limit``, only the ``limit`` with the most face-time are rows (``overall`` counts all)."""
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     counted: dict[str, set[str]] = defaultdict(set)
 
@@ -178,7 +182,9 @@ def table(segments: Sequence[Segment], labels: Sequence[str], group_by: str) -> 
         else:
             add(s.group, s, s.seconds)
         add("overall", s, s.seconds)
-    names = sorted((n for n in rows if n != "overall"), key=_natural) + (["overall"] if rows else [])
+    groups = [n for n in rows if n != "overall"]
+    kept = heapq.nlargest(limit, groups, key=lambda n: sum(rows[n].values()))
+    names = sorted(kept, key=_natural) + (["overall"] if rows else [])
     return [
         {
             "name": name,
@@ -188,7 +194,7 @@ def table(segments: Sequence[Segment], labels: Sequence[str], group_by: str) -> 
             "share": shares(rows[name], labels),
         }
         for name in names
-    ]
+    ], len(groups) - len(kept)
 
 
 def timeline(segments: Sequence[Segment], labels: Sequence[str], bins: int = 100) -> dict[str, Any]:

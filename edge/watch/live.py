@@ -5,6 +5,7 @@ Kept apart from the MQTT side so what a person reads is a pure function of the c
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,13 @@ from typing import Any
 from edge.watch.store import parse_ts
 
 RATE_WINDOW = 60.0  # seconds behind events/min
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 (newline, escape), DEL and C1
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters shown as ``\\xNN``: a label or topic another client chose reaches a
+    terminal or a log, where an escape sequence would retitle or clear the screen and a newline fake a line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 @dataclass
@@ -61,7 +69,8 @@ def _clock(t: float | None) -> str:
 
 def _cells(row: Row) -> list[str]:
     faces = "-" if row.faces is None else str(row.faces)
-    return [row.device, faces, row.emotion, _clock(row.since), f"{row.per_minute:.1f}", row.predominant or "-"]
+    cells = [row.device, faces, row.emotion, _clock(row.since), f"{row.per_minute:.1f}", row.predominant or "-"]
+    return [printable(cell) for cell in cells]
 
 
 HEADER = ["device", "faces", "emotion", "since", "events/min", "last summary"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1  # PRAGMA user_version: bump with a migration when the tables change
+REJECT_KEPT = 4096  # bytes of a rejected message kept in ``rejects``
 
 _TABLES = """
 CREATE TABLE events (
@@ -177,10 +178,13 @@ class Store:
         return cursor.rowcount == 1
 
     def add_reject(self, topic: str, payload: bytes, reason: str, received: float) -> None:
-        """Kept, not dropped: whoever debugs the device can read what it actually sent."""
+        """Kept, not dropped: whoever debugs the device can read what it actually sent, or its first
+        REJECT_KEPT bytes (a broker takes messages of up to 256 MB), its size then noted in the reason."""
+        if len(payload) > REJECT_KEPT:
+            reason = f"{reason}; payload of {len(payload)} bytes, its first {REJECT_KEPT} kept"
         self.db.execute(
             "INSERT INTO rejects (topic, payload, reason, received) VALUES (?, ?, ?, ?)",
-            (topic, payload, reason, received),
+            (topic, payload[:REJECT_KEPT], reason, received),
         )
 
     def events(self, *, since: float | None = None, device: str | None = None) -> Iterator[StoredEvent]:

@@ -2,9 +2,10 @@
 
 It runs wherever the broker is reachable (a desktop, the Home Assistant box, a server) and only
 subscribes: ``<prefix>/+/events``, ``state`` and ``summary``. Each message is checked against the
-schema before it is stored; one that fails is kept in the ``rejects`` table, logged the first time
-its topic sends one, and skipped, so a device publishing garbage neither stops the watcher nor
-floods its log. The watcher makes its own connection attempts, on the service's schedule
+schema, and bounds no device comes near, before it is stored; one that fails, or that the database
+refuses all the same, is kept in the ``rejects`` table, logged the first time its topic sends one,
+and skipped, so a client publishing garbage neither stops the watcher (nor, stored, a later report)
+nor floods its log. The watcher makes its own connection attempts, on the service's schedule
 (edge.mqtt.link: doubling from 0.5 s to ``mqtt.reconnect_max``), so it can say why one failed: a
 broker that cannot be reached, or refuses the connection, is one line per outage naming host:port
 and the reason, and every (re)connection is one line. It resubscribes on every connection and keeps
@@ -29,8 +30,10 @@ import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,8 +44,8 @@ from paho.mqtt.properties import Properties
 from edge.config import MqttConfig
 from edge.mqtt.link import Link
 from edge.mqtt.publisher import make_client
-from edge.watch.live import DeviceView, render_lines, render_table
-from edge.watch.store import Store, parse_ts
+from edge.watch.live import DeviceView, printable, render_lines, render_table
+from edge.watch.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,32 @@ LEAVES = ("events", "state", "summary")
 EVENT_TYPES = ("start", "change", "end")
 SESSION_EXPIRY = 86400  # seconds the broker keeps a named watcher's queue while it is away
 
+# The schema check's bounds: each far beyond what a device publishes (edge.mqtt.payloads), and each what keeps
+# one message from another client from crashing the watcher or a later report, or from swelling either.
+MAX_PAYLOAD = 65536  # bytes; a device's largest message here, an event, is under 1 kB
+MAX_INT = 2**53  # |track|, |seq|, |faces|: what a JSON number holds exactly, inside SQLite's 64-bit INTEGER
+MAX_LABEL = 64  # characters of an emotion or a score's label; a model's are words such as "surprise"
+MAX_SCORES = 16  # labels in ``scores``; a device sends its model's, 7
+MAX_DURATION = 366 * 86400  # seconds a face has been tracked; a track lives only while the service runs
+# How far ``ts`` may lie from the arrival. Before it: the outbox keeps an unacknowledged event for up to
+# mqtt.outbox_max_age (a year at most), then the broker holds it up to SESSION_EXPIRY for a named watcher,
+# and a Pi without a real-time clock runs behind until NTP sets it. After it: clock skew, or a clock set to
+# local time (14 h at most). A later date would hold back the device's real states and stretch its visits.
+TS_BEHIND = 365 * 86400 + SESSION_EXPIRY + 86400
+TS_AHEAD = 86400
+QUOTE = 40  # characters of a faulty value quoted in a reason: enough to recognise it, never a flood
+TOPIC_SHOWN = 200  # characters of a topic in a log line (MQTT allows 65535 bytes)
+MAX_DEVICES = 1000  # devices the live view keeps (those heard from last); the database keeps every one
+MAX_MALFORMED_TOPICS = 1000  # topics whose first malformed message is logged; later ones are only counted
+
 
 class Malformed(ValueError):
     """A message that does not follow the schema; str() says what is wrong with it."""
+
+
+def _quote(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= QUOTE else f"{text[:QUOTE]}..."
 
 
 def _need(body: Mapping[str, Any], key: str, kinds: type | tuple[type, ...]) -> Any:
@@ -61,43 +87,88 @@ def _need(body: Mapping[str, Any], key: str, kinds: type | tuple[type, ...]) -> 
         raise Malformed(f"{key!r} missing or not {getattr(kinds, '__name__', kinds)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise Malformed(f"{key!r} is not a finite number")
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise Malformed(f"{key!r} is {_quote(value)}, beyond 2**53")
     return value
 
 
-def parse(topic: str, payload: bytes) -> tuple[str, dict[str, Any]]:
-    """(leaf, body) of a message on ``<prefix>/<device>/<leaf>``; raises Malformed naming the fault."""
+def _number(body: Mapping[str, Any], key: str, hi: float) -> None:
+    value = _need(body, key, (int, float))
+    if not 0 <= value <= hi:
+        raise Malformed(f"{key!r} is {_quote(value)}, outside 0..{hi}")
+
+
+def _label(what: str, value: str) -> None:
+    if len(value) > MAX_LABEL:
+        raise Malformed(f"{what} {_quote(value)} is longer than {MAX_LABEL} characters")
+
+
+def _scores(body: Mapping[str, Any]) -> None:
+    scores = _need(body, "scores", dict)
+    if len(scores) > MAX_SCORES:
+        raise Malformed(f"'scores' has {len(scores)} labels, more than {MAX_SCORES}")
+    for label, p in scores.items():
+        _label("score label", label)
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+            raise Malformed(f"score {_quote(label)} is {_quote(p)}, not a number from 0 to 1")
+
+
+def _ts(body: Mapping[str, Any], received: float) -> None:
+    text = _need(body, "ts", str)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Malformed(f"'ts' is not an ISO 8601 time: {_quote(text)}") from None
+    if when.tzinfo is None:
+        raise Malformed(f"'ts' {_quote(text)} has no time zone")
+    t = when.timestamp()
+    if t > received + TS_AHEAD:
+        raise Malformed(f"'ts' {_quote(text)} is more than {TS_AHEAD // 3600} h after it arrived")
+    if t < received - TS_BEHIND:
+        raise Malformed(f"'ts' {_quote(text)} is more than {TS_BEHIND // 86400} days before it arrived")
+
+
+def parse(topic: str, payload: bytes, received: float | None = None) -> tuple[str, dict[str, Any]]:
+    """(leaf, body) of a message on ``<prefix>/<device>/<leaf>`` arriving at ``received`` (epoch seconds,
+    default now); raises Malformed naming the fault."""
+    received = time.time() if received is None else received
     levels = topic.split("/")
     leaf, device = levels[-1], levels[-2] if len(levels) >= 3 else ""
     if leaf not in LEAVES or not device:
-        raise Malformed(f"unexpected topic {topic!r}")
+        raise Malformed(f"unexpected topic {_quote(topic)}")
+    if len(payload) > MAX_PAYLOAD:
+        raise Malformed(f"{len(payload)} bytes, more than {MAX_PAYLOAD}")
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise Malformed(f"not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise Malformed("not a JSON object")
+    try:  # "\ud800" is valid JSON but no character: SQLite, and a report's UTF-8 page, cannot take it
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise Malformed("a string in it is not Unicode text (a lone surrogate)") from None
     if body.get("schema") != 1:
-        raise Malformed(f"schema {body.get('schema')!r}, expected 1")
+        raise Malformed(f"schema {_quote(body.get('schema'))}, expected 1")
     if body.get("device") != device:
-        raise Malformed(f"device {body.get('device')!r} does not match the topic's {device!r}")
-    try:
-        parse_ts(_need(body, "ts", str))
-    except ValueError as exc:
-        raise Malformed(f"'ts' is not an ISO 8601 time ({exc})") from None
+        raise Malformed(f"device {_quote(body.get('device'))} does not match the topic's {_quote(device)}")
+    _ts(body, received)
     if leaf == "events":
         if body.get("type") not in EVENT_TYPES:
-            raise Malformed(f"event type {body.get('type')!r}, expected one of {', '.join(EVENT_TYPES)}")
+            raise Malformed(f"event type {_quote(body.get('type'))}, expected one of {', '.join(EVENT_TYPES)}")
         _need(body, "track", int)
-        _need(body, "emotion", str)
-        _need(body, "confidence", (int, float))
-        _need(body, "duration", (int, float))
-        _need(body, "scores", dict)
+        _label("emotion", _need(body, "emotion", str))
+        _number(body, "confidence", 1)
+        _number(body, "duration", MAX_DURATION)
+        _scores(body)
+        if "seq" in body:  # the store's key, with device and run
+            _need(body, "seq", int)
     elif leaf == "state":
         _need(body, "faces", int)
-        _need(body, "emotion", str)
+        _label("emotion", _need(body, "emotion", str))
     else:
         _need(body, "share", dict)
-        _need(body, "predominant", str)
+        _label("predominant", _need(body, "predominant", str))
     return leaf, body
 
 
@@ -115,7 +186,16 @@ class Counts:
     stored: int = 0
     duplicates: int = 0
     malformed: int = 0
-    per_device: dict[str, DeviceView] = field(default_factory=dict)
+    per_device: OrderedDict[str, DeviceView] = field(default_factory=OrderedDict)  # least recently heard first
+
+    def view(self, device: str) -> DeviceView:
+        """The device's view, now the most recently heard; the least recent one goes past MAX_DEVICES, so
+        made-up device names cannot grow it without bound."""
+        view = self.per_device.pop(device, None) or DeviceView(device)
+        self.per_device[device] = view
+        if len(self.per_device) > MAX_DEVICES:
+            self.per_device.popitem(last=False)
+        return view
 
 
 class Watcher:
@@ -184,14 +264,18 @@ class Watcher:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received = time.time()
+        payload = bytes(msg.payload)
         try:
-            leaf, body = parse(msg.topic, bytes(msg.payload))
+            leaf, body = parse(msg.topic, payload, received)
+            new = store_message(self.store, leaf, body, received)
         except Malformed as exc:
-            self._reject(msg.topic, bytes(msg.payload), str(exc), received)
+            self._reject(msg.topic, payload, str(exc), received)
             return
-        new = store_message(self.store, leaf, body, received)
+        except Exception as exc:  # a value the schema check let through and SQLite refuses: skipped like one it caught
+            self._reject(msg.topic, payload, f"cannot be stored ({type(exc).__name__}: {exc})", received)
+            return
         with self._lock:
-            view = self.counts.per_device.setdefault(body["device"], DeviceView(body["device"]))
+            view = self.counts.view(body["device"])
             if leaf == "events":
                 if new:
                     self.counts.stored += 1
@@ -207,11 +291,18 @@ class Watcher:
         self.store.add_reject(topic, payload, reason, received)
         with self._lock:
             self.counts.malformed += 1
-            first = topic not in self._malformed_topics
-            self._malformed_topics.add(topic)
-        if first:
+            # Once MAX_MALFORMED_TOPICS topics are known, the next new one is said in one line, and no more.
+            first = topic not in self._malformed_topics and len(self._malformed_topics) <= MAX_MALFORMED_TOPICS
+            if first:
+                self._malformed_topics.add(topic)
+            full = len(self._malformed_topics) > MAX_MALFORMED_TOPICS
+        if first and full:
+            log.warning("malformed messages from more than %d topics: from now on they are only counted "
+                        "(and kept in the rejects table)", MAX_MALFORMED_TOPICS)  # fmt: skip
+        elif first:
+            shown = topic if len(topic) <= TOPIC_SHOWN else f"{topic[:TOPIC_SHOWN]}..."
             log.warning("%s: malformed message skipped (%s); kept in the rejects table, "
-                        "further ones from this topic are only counted", topic, reason)  # fmt: skip
+                        "further ones from this topic are only counted", printable(shown), reason)  # fmt: skip
 
     def _show(self) -> None:
         while not self._stopping.wait(self.refresh):
