@@ -229,6 +229,12 @@ def publisher(port: int) -> mqtt.Client:
     return client
 
 
+def stop_running(w) -> None:
+    """The watcher is still running after all it was sent, and stops cleanly."""
+    assert w.process.poll() is None, w.log
+    assert w.stop() == 0, w.log
+
+
 def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes | str]]) -> None:
     for info in [client.publish(topic, payload, qos=1) for topic, payload in messages]:
         info.wait_for_publish(5)
@@ -261,9 +267,7 @@ def test_watch_survives_a_malformed_message_and_a_broker_restart_losing_nothing(
     wait_until(lambda: any(line.startswith("device=hall faces=1 emotion=sad") for line in w.out), 10, "a view line")
     client.disconnect()
     client.loop_stop()
-
-    assert w.process.poll() is None, w.log
-    assert w.stop() == 0, w.log
+    stop_running(w)
     assert w.log.count("malformed message skipped") == 1, w.log  # logged once for the topic, then counted
     assert "20 events stored, 1 duplicates dropped, 3 malformed messages skipped" in w.log
     db = sqlite3.connect(tmp_path / "w.db")
@@ -305,9 +309,7 @@ def test_watch_skips_what_would_crash_it_or_a_report_keeps_a_huge_one_short_and_
     wait_until(lambda: any(line.startswith("device=hall faces=2 ") for line in w.out), 10, "hall's view line")
     client.disconnect()
     client.loop_stop()
-
-    assert w.process.poll() is None, w.log
-    assert w.stop() == 0, w.log
+    stop_running(w)
     assert "Traceback" not in w.log and w.log.count("malformed message skipped") == 5, w.log  # one per topic
     assert "watch: stopped; 5 events stored, 0 duplicates dropped, 6 malformed messages skipped" in w.log
     assert "emotion-edge/cellar/events: malformed message skipped (cannot be stored (IntegrityError: refused by a " \
