@@ -47,6 +47,7 @@ STOP_BUDGET = 1.5  # seconds for the MQTT goodbye, so a stop ends within 2 s (th
 # watchdog goes unpinged: longer than the sources' own waits (5 s for a picamera2 capture or a stream,
 # 10 s for a V4L2 read, the reader's 5 s backoff), half the unit's WatchdogSec=30.
 SOURCE_STALL = 15.0
+HUNG = "hung"  # stats' source_state once the source has stalled: the reader cannot tell, being stuck in it
 
 
 def cpu_temperature() -> float | None:
@@ -319,7 +320,7 @@ class Service:
             queue_depth=self.publisher.queue_depth,
             events_dropped=self.publisher.events_dropped,
             mqtt_reconnects=self.publisher.reconnects,
-            source_state=self.reader.state,
+            source_state=HUNG if self._stalled else self.reader.state,
             source_reconnects=self.reader.reconnects,
             cpu_temperature=cpu_temperature(),
             uptime=now - self._started,

@@ -475,7 +475,7 @@ def test_a_hung_pi_camera_is_found_out_by_its_capture_timeout_and_reopened(chaos
 def test_a_camera_that_hangs_past_its_timeouts_gets_no_more_watchdog_pings(chaos, tmp_path: Path) -> None:
     """The capture times out, but closing the camera hangs too (a driver stuck in the kernel): no frame
     and no attempt to reopen it for 15 s, and the pings stop, so that systemd restarts the service."""
-    _broker, _sub, start = chaos
+    _broker, sub, start = chaos
     with NotifySocket(tmp_path / "notify.sock") as systemd:
         env = {**standin_env(tmp_path, hang_after=30, close_hangs=True), **systemd.env(watchdog_usec=2_000_000)}
         run = start("--source", "picamera2", env_extra=env)
@@ -483,6 +483,7 @@ def test_a_camera_that_hangs_past_its_timeouts_gets_no_more_watchdog_pings(chaos
         hung = run.wait_for_line("the source hangs; the watchdog is no longer pinged", after=lost, timeout=30)
         time.sleep(3)
         assert run.process.poll() is None, "the service waits for systemd's verdict"
+        assert last(sub, "stats")["source_state"] == "hung", "the stats say so too"
         stop(run)
     assert 15 <= hung - lost < 18, f"found hung {hung - lost:.1f} s after its last attempt"
     assert not systemd.pings(after=hung), "no ping once the source hangs"
