@@ -176,6 +176,34 @@ def test_report_of_an_empty_selection_says_so_in_one_line_and_writes_the_page(ed
         assert page_data(tmp_path / "r.html")["visits"] == [] and "<p>0 visits;" in (tmp_path / "r.html").read_text()
 
 
+def test_rows_stored_before_watch_checked_them_are_left_out_and_counted(edge_env, tmp_path):
+    """A database filled by an older watch may hold what today's refuses: a state dated 9999 (matplotlib
+    cannot draw it; it would also stretch the device's visit to then) and an event lasting 1e300 s."""
+    db = tmp_path / "old.db"
+    shutil.copy(FLEET_DB, db)
+    store = Store(db)
+    arrived = store.db.execute("SELECT max(received) FROM events").fetchone()[0]
+    good = json.loads(store.db.execute("SELECT payload FROM events ORDER BY id LIMIT 1").fetchone()[0])
+    store.add_state({"schema": 1, "device": "hall", "ts": "9999-12-31T23:00:00Z", "faces": 1}, arrived)
+    store.add_event({**good, "run": "poisoned0001", "seq": 1, "duration": 1e300}, arrived)
+    store.close()
+    out = tmp_path / "r.html"
+    done = run_report("--db", str(db), "-o", str(out), env=edge_env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        f"report: {db}: 2 rows left out, dated over a day after they arrived or with an impossible duration "
+        "(stored before watch refused such messages)"
+    ), done.stderr
+    assert page_data(out)["visits"] == page_data_of_fleet(tmp_path, edge_env)["visits"], "the rest as before"
+
+
+def page_data_of_fleet(tmp_path: Path, env: dict[str, str]) -> dict:
+    out = tmp_path / "fleet.html"
+    assert run_report("--db", str(FLEET_DB), "-o", str(out), env=env).returncode == 0
+    return page_data(out)
+
+
 def test_since_spans():
     assert report.parse_since("24h", now=100_000.0) == 100_000.0 - 86400
     assert report.parse_since("90m", now=10_000.0) == 10_000.0 - 5400

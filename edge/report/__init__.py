@@ -121,6 +121,9 @@ def from_databases(
             events += store.events(since=since, device=device)
             for name, t in store.last_seen().items():
                 last_seen[name] = max(t, last_seen.get(name, t))
+            if skipped := store.implausible():
+                log.warning("report: %s: %d rows left out, dated over a day after they arrived or with an impossible "
+                            "duration (stored before watch refused such messages)", path, skipped)  # fmt: skip
         finally:
             store.close()
     if not events:

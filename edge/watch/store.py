@@ -23,6 +23,11 @@ from typing import Any
 
 SCHEMA_VERSION = 1  # PRAGMA user_version: bump with a migration when the tables change
 REJECT_KEPT = 4096  # bytes of a rejected message kept in ``rejects``
+# Rows no device makes, which the watcher refuses and reads skip (databases filled before it checked them):
+MAX_DURATION = 366 * 86400  # seconds a face has been tracked; a track lives only while the service runs
+TS_AHEAD = 86400  # seconds a row may be dated after its arrival (clock skew; a clock set to local time)
+PLAUSIBLE = f"t <= received + {TS_AHEAD}"
+TIMED = ("events", "states", "summaries")  # the tables whose rows are dated (t) and stamped on arrival
 
 _TABLES = """
 CREATE TABLE events (
@@ -189,7 +194,7 @@ class Store:
 
     def events(self, *, since: float | None = None, device: str | None = None) -> Iterator[StoredEvent]:
         """Events in time order (ties: arrival order), optionally from ``since`` and one device."""
-        where: list[str] = []
+        where: list[str] = [PLAUSIBLE, f"duration BETWEEN 0 AND {MAX_DURATION}"]
         params: list[float | str] = []
         if since is not None:
             where.append("t >= ?")
@@ -198,7 +203,7 @@ class Store:
             where.append("device = ?")
             params.append(device)
         sql = "SELECT device, run, type, t, track, emotion, duration, payload FROM events"
-        sql += f" WHERE {' AND '.join(where)}" if where else ""
+        sql += f" WHERE {' AND '.join(where)}"
         for device_, run, kind, t, track, emotion, duration, payload in self.db.execute(
             sql + " ORDER BY t, id", params
         ):
@@ -208,10 +213,18 @@ class Store:
     def last_seen(self) -> dict[str, float]:
         """Per device, the latest time anything was heard from it: where a visit with no end yet is cut."""
         rows: Iterable[tuple[str, float]] = self.db.execute(
-            "SELECT device, max(t) FROM (SELECT device, t FROM events UNION ALL SELECT device, t FROM states"
-            " UNION ALL SELECT device, t FROM summaries) GROUP BY device"
+            "SELECT device, max(t) FROM ("
+            + " UNION ALL ".join(f"SELECT device, t FROM {table} WHERE {PLAUSIBLE}" for table in TIMED)
+            + ") GROUP BY device"
         )
         return dict(rows)
+
+    def implausible(self) -> int:
+        """Rows the reads skip: dated far after they arrived, or with an impossible duration."""
+        bad = f"NOT ({PLAUSIBLE})"
+        counts = [f"(SELECT count(*) FROM events WHERE {bad} OR NOT duration BETWEEN 0 AND {MAX_DURATION})"]
+        counts += [f"(SELECT count(*) FROM {table} WHERE {bad})" for table in TIMED[1:]]
+        return self.db.execute(f"SELECT {' + '.join(counts)}").fetchone()[0]
 
     def count(self, table: str) -> int:
         if table not in ("events", "states", "summaries", "rejects"):

@@ -45,7 +45,7 @@ from edge.config import MqttConfig
 from edge.mqtt.link import Link
 from edge.mqtt.publisher import make_client
 from edge.watch.live import DeviceView, printable, render_lines, render_table
-from edge.watch.store import Store
+from edge.watch.store import MAX_DURATION, TS_AHEAD, Store
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,11 @@ MAX_PAYLOAD = 65536  # bytes; a device's largest message here, an event, is unde
 MAX_INT = 2**53  # |track|, |seq|, |faces|: what a JSON number holds exactly, inside SQLite's 64-bit INTEGER
 MAX_LABEL = 64  # characters of an emotion or a score's label; a model's are words such as "surprise"
 MAX_SCORES = 16  # labels in ``scores``; a device sends its model's, 7
-MAX_DURATION = 366 * 86400  # seconds a face has been tracked; a track lives only while the service runs
 # How far ``ts`` may lie from the arrival. Before it: the outbox keeps an unacknowledged event for up to
 # mqtt.outbox_max_age (a year at most), then the broker holds it up to SESSION_EXPIRY for a named watcher,
 # and a Pi without a real-time clock runs behind until NTP sets it. After it: clock skew, or a clock set to
 # local time (14 h at most). A later date would hold back the device's real states and stretch its visits.
 TS_BEHIND = 365 * 86400 + SESSION_EXPIRY + 86400
-TS_AHEAD = 86400
 QUOTE = 40  # characters of a faulty value quoted in a reason: enough to recognise it, never a flood
 TOPIC_SHOWN = 200  # characters of a topic in a log line (MQTT allows 65535 bytes)
 MAX_DEVICES = 1000  # devices the live view keeps (those heard from last); the database keeps every one
