@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 # No TensorFlow at import: `python -m convert` answers --help and a wrong path without its seconds of start-up.
+from edge.tools.outputs import OutputError, check_output
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.emotions import EMOTIONS, FACE_SIZE
 from edge.vision.model_card import ModelCard, TensorSpec, card_path, sha256_of
@@ -98,7 +98,10 @@ def convert(config: ConvertConfig) -> dict:
         raise ConversionError(f"{keras_path}: float model not found (train first, or name a .keras file)")
     check_keras_file(keras_path)
     check_source(config.data)
-    check_writable(out)
+    try:
+        check_output(out, make_folders=True)  # the folders are made only once the model has passed
+    except OutputError as exc:
+        raise ConversionError(f"--out {exc}") from None
     model = load_keras_model(keras_path)
     _check_shape(model, keras_path)
     if config.flip_average:
@@ -171,18 +174,6 @@ def convert(config: ConvertConfig) -> dict:
     _copy_training_report(keras_path.parent, report_dir)
     log.info("wrote %s (%d KiB) and %s", out, len(content) // 1024, card_path(out))
     return card.to_json()
-
-
-def check_writable(out: Path) -> None:
-    """ConversionError naming ``out`` unless the model can be written there: not a folder itself, in a folder
-    that exists or can be made, and may be written to. Nothing is made here: a refused model makes no folder."""
-    if out.is_dir():
-        raise ConversionError(f"{out}: --out is a folder; name the .tflite file to write")
-    existing = next(folder for folder in (out.parent, *out.parent.parents) if folder.exists())
-    if not existing.is_dir():
-        raise ConversionError(f"{out}: cannot be written, {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConversionError(f"{out}: cannot be written, {existing} is not writable")
 
 
 def _check_shape(model, path: Path) -> None:

@@ -470,9 +470,9 @@ def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
         f"ERROR convert: {tmp_path / 'missing.keras'}: float model not found (train first, or name a .keras file)",
         f"ERROR convert: {bad}: not a Keras model (not a zip archive, as .keras files are)",
         f"ERROR convert: {tmp_path / 'nodata'}: no such folder",
-        f"ERROR convert: {tmp_path / 'file' / 'models' / 'emotion_int8.tflite'}: cannot be written, "
-        f"{tmp_path / 'file'} is not a folder",
-        f"ERROR convert: {tmp_path}: --out is a folder; name the .tflite file to write",
+        f"ERROR convert: --out {tmp_path / 'file' / 'models' / 'emotion_int8.tflite'}: {tmp_path / 'file'} is not a "
+        "folder",
+        f"ERROR convert: --out {tmp_path}: is a folder, not a file",
         f"ERROR training: {tmp_path / 'nodata'}: no such folder",
         f"ERROR training: {tiny}: too few faces to split into training and validation: of 1 readable, 1 would train "
         "and 0 validate; needs a class with at least 2 readable faces, or a test split of its own",

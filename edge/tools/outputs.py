@@ -6,6 +6,7 @@ whole run. Every writer and every command's output option goes through :func:`ch
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -14,19 +15,25 @@ class OutputError(ValueError):
     """An output that cannot be written; the message starts with its path."""
 
 
-def check_output(path: str | Path, suffixes: Sequence[str] = ()) -> Path:
-    """``path`` as a Path if it can become a file: not a folder, one of ``suffixes`` (if any) at its end,
-    in a folder that exists; else OutputError saying which of these fails."""
+def check_output(path: str | Path, suffixes: Sequence[str] = (), *, make_folders: bool = False) -> Path:
+    """``path`` as a Path if it can become a file: not a folder, one of ``suffixes`` (if any) at its end, in
+    a folder that exists (or, with ``make_folders``, under the nearest one that does: the writer makes the
+    rest) and may be written; else OutputError saying which of these fails. Nothing is made here."""
     target = Path(path)
+    folder = target.parent
+    if make_folders:
+        folder = next(f for f in (folder, *folder.parents) if f.exists())
     if target.is_dir():
         reason = "is a folder, not a file"
     elif suffixes and target.suffix.lower() not in suffixes:
         *others, last = suffixes
         reason = f"the name must end in {', '.join(others) + ' or ' if others else ''}{last}"
-    elif not target.parent.exists():
-        reason = f"folder {target.parent} does not exist"
-    elif not target.parent.is_dir():
-        reason = f"{target.parent} is not a folder"
+    elif not folder.exists():
+        reason = f"folder {folder} does not exist"
+    elif not folder.is_dir():
+        reason = f"{folder} is not a folder"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        reason = f"folder {folder} is not writable"
     else:
         return target
     raise OutputError(f"{path}: {reason}")

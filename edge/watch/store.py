@@ -27,6 +27,7 @@ REJECT_KEPT = 4096  # bytes of a rejected message kept in ``rejects``
 MAX_DURATION = 366 * 86400  # seconds a face has been tracked; a track lives only while the service runs
 TS_AHEAD = 86400  # seconds a row may be dated after its arrival (clock skew; a clock set to local time)
 PLAUSIBLE = f"t <= received + {TS_AHEAD}"
+POSSIBLE_DURATION = f"duration BETWEEN 0 AND {MAX_DURATION}"
 TIMED = ("events", "states", "summaries")  # the tables whose rows are dated (t) and stamped on arrival
 
 _TABLES = """
@@ -194,7 +195,7 @@ class Store:
 
     def events(self, *, since: float | None = None, device: str | None = None) -> Iterator[StoredEvent]:
         """Events in time order (ties: arrival order), optionally from ``since`` and one device."""
-        where: list[str] = [PLAUSIBLE, f"duration BETWEEN 0 AND {MAX_DURATION}"]
+        where: list[str] = [PLAUSIBLE, POSSIBLE_DURATION]
         params: list[float | str] = []
         if since is not None:
             where.append("t >= ?")
@@ -222,7 +223,7 @@ class Store:
     def implausible(self) -> int:
         """Rows the reads skip: dated far after they arrived, or with an impossible duration."""
         bad = f"NOT ({PLAUSIBLE})"
-        counts = [f"(SELECT count(*) FROM events WHERE {bad} OR NOT duration BETWEEN 0 AND {MAX_DURATION})"]
+        counts = [f"(SELECT count(*) FROM events WHERE {bad} OR NOT {POSSIBLE_DURATION})"]
         counts += [f"(SELECT count(*) FROM {table} WHERE {bad})" for table in TIMED[1:]]
         return self.db.execute(f"SELECT {' + '.join(counts)}").fetchone()[0]
 
