@@ -99,7 +99,7 @@ def convert(config: ConvertConfig) -> dict:
     check_keras_file(keras_path)
     check_source(config.data)
     try:
-        check_output(out, make_folders=True)  # the folders are made only once the model has passed
+        check_output(out, (".tflite",), make_folders=True)  # the folders are made only once the model has passed
     except OutputError as exc:
         raise ConversionError(f"--out {exc}") from None
     model = load_keras_model(keras_path)

@@ -18,7 +18,7 @@ imported only by the methods that need them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ class Recording:
     source: str
     fps: float
     labels: tuple[str, ...]
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = field(repr=False)  # a notebook echoing `rec` prints one line, not every frame
 
     def __len__(self) -> int:
         return len(self.rows)

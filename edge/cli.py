@@ -164,6 +164,17 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    """--refresh: a positive number of seconds (0 would redraw the view in a busy loop)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
+
+
 def _add_log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -244,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--db", default="emotion-edge.db", metavar="FILE", help="SQLite database (emotion-edge.db)")
     watch.add_argument("--group", metavar="NAME", help="share the load with other watchers of this MQTT 5 group")
     watch.add_argument("--client-id", metavar="ID", help="a fixed id: the broker keeps its queue while it is away")
-    watch.add_argument("--refresh", type=float, metavar="S", help="seconds between views (1 on a terminal, else 10)")
+    watch.add_argument("--refresh", type=_seconds, metavar="S", help="seconds between views (1 on a terminal, else 10)")
     _add_log_level(watch)
     watch.set_defaults(func=cmd_watch)
 

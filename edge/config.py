@@ -326,6 +326,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     path: Path | None = None  # the file read, None when running on defaults
     origins: dict[str, str] = field(default_factory=dict)  # "mqtt.port" -> where its value came from
+    derived: set[str] = field(default_factory=set)  # settings left empty and filled in for this device and start
 
 
 def resolve_path(path: str | Path | None) -> Path | None:
@@ -475,6 +476,7 @@ def _finish(config: Config) -> None:
     mqtt = config.mqtt
     if not mqtt.host:
         raise ConfigError(f"{_where(config, 'mqtt.host')}: mqtt.host: expected a host name, got ''")
+    config.derived = {f"mqtt.{key}" for key in ("device_id", "client_id") if not getattr(mqtt, key)}
     mqtt.device_id = mqtt.device_id or default_device_id()
     # Two clients with one id knock each other off the broker in a loop; a random suffix prevents it.
     mqtt.client_id = mqtt.client_id or f"emotion-edge-{mqtt.device_id}-{secrets.token_hex(3)}"
@@ -523,7 +525,9 @@ def _meaning(f: dataclasses.Field) -> str:
 
 
 def to_toml(config: Config) -> str:
-    """The effective settings as TOML (password masked), for ``check-config --show``."""
+    """The effective settings as TOML (password masked), for ``check-config --show``. A derived setting
+    the user left empty stays empty, its value in a comment: the output copied to another Pi must not give
+    both one device id or one client id."""
     lines: list[str] = []
     for section in SECTIONS:
         lines.append(f"[{section}]")
@@ -531,6 +535,9 @@ def to_toml(config: Config) -> str:
             value = getattr(getattr(config, section), f.name)
             if f.name == "password" and value:
                 value = "********"
+            if f"{section}.{f.name}" in config.derived:
+                lines.append(f'{f.name} = ""  # here: {_toml_value(value)}')
+                continue
             lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)

@@ -14,11 +14,13 @@ so a camera whose driver hangs gets the service restarted instead of a loop that
 
 from __future__ import annotations
 
+import bisect
 import logging
 import secrets
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from edge.vision.tracker import Track, TrackEvent
 log = logging.getLogger(__name__)
 
 THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+FILE_CLOCK = 1000  # frames of a file whose processing time is kept to date its events (an end lags its frame)
 READ_TIMEOUT = 0.2  # seconds the loop waits for a frame before it looks at the clock and the stop flag
 STOP_BUDGET = 1.5  # seconds for the MQTT goodbye, so a stop ends within 2 s (the unit waits up to 20)
 # Seconds without a frame or an attempt to reopen the source after which it counts as hung and the
@@ -101,6 +104,7 @@ class Service:
         self._window = StatsWindow()
         self._frames = 0
         self._last_ts = 0.0
+        self._file_clock: deque[tuple[float, float]] = deque(maxlen=FILE_CLOCK)  # (frame time, wall time)
         self._state_key: tuple[int, str, bool] | None = None
         self._scores: dict[str, float] | None = None
         self._scores_sent = -float("inf")
@@ -178,6 +182,8 @@ class Service:
                 result = self.pipeline.process(frame)
                 self.live.frame(frame.image, result.tracks)  # returns at once unless someone watches
                 self._last_ts = frame.ts
+                if not self.reader.live:
+                    self._file_clock.append((frame.ts, time.time()))
                 started = time.perf_counter()
                 self._publish_events(result.events, frame.ts)
                 self._publish_state()
@@ -221,6 +227,7 @@ class Service:
         else:
             self.reader.close(timeout=0.3)
             self.reader = PausedReader(self.reader.name)
+            self._file_clock.clear()  # reopened, a file plays from its start again
             self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
             log.info("paused: camera released")
         self.switch.applied(enabled)
@@ -273,14 +280,21 @@ class Service:
         self.summary.count(events)
         for event in events:
             # Event times are source times (file position or monotonic); date them by how long before
-            # the current frame they happened, on the wall clock subscribers share.
-            wall = now - max(0.0, frame_ts - event.ts)
+            # the current frame they happened, on the wall clock subscribers share. A file plays faster
+            # than that clock: its event gets the wall time its frame was processed at, so events keep
+            # their order (no end dated before its start).
+            wall = self._file_wall(event.ts) if self._file_clock else now - max(0.0, frame_ts - event.ts)
             self._seq += 1
             body = payloads.event(event, device=self.device, wall=wall, labels=labels, run=self.run_id, seq=self._seq)
             self.publisher.publish(self.topics.events, payloads.encode(body))
             self.live.event(body)
             log.debug("event %s track %d %s %.2f id %s/%d", event.kind, event.track, event.emotion, event.confidence,
                       self.run_id, self._seq)  # fmt: skip
+
+    def _file_wall(self, ts: float) -> float:
+        """The wall time at which a file's frame of source time ``ts`` (or the one before it) was processed."""
+        index = bisect.bisect_right(self._file_clock, (ts, float("inf"))) - 1
+        return self._file_clock[max(index, 0)][1]
 
     def _publish_state(self, *, force: bool = False) -> None:
         """Retained state on a change of faces, dominant emotion or pause, and at the heartbeat; the

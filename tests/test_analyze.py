@@ -225,3 +225,15 @@ def test_annotating_over_the_input_images_is_refused_and_they_stay_as_they_were(
         err.getvalue() == f"analyze: --annotate {image}: is one of the inputs; writing it would replace the original\n"
     )
     assert image.read_bytes() == original
+
+
+@pytest.mark.parametrize("option", ["annotate", "summary"])
+def test_writing_over_the_input_video_is_refused_before_it_is_read(tmp_path, option):
+    video = tmp_path / "party.mp4"
+    shutil.copy(DEMO_CLIP, video)
+    original = video.read_bytes()
+    err = io.StringIO()
+    assert analyze.run(str(video), **{option: video}, out=io.StringIO(), err=err) == 1
+    message = f"analyze: --{option} {video}: is one of the inputs; writing it would replace the original\n"
+    assert err.getvalue() == message
+    assert video.read_bytes() == original

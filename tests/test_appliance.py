@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from helpers import Broker, ServiceProcess, Subscriber, edge_command, free_port, wait_until
 
+from edge.config import load
+from edge.mqtt.commands import EnabledSwitch
+from edge.mqtt.payloads import Topics
+from edge.mqtt.publisher import MqttPublisher
 from edge.tools.demo import DEMO_CLIP
 
 PREFIX = "emotion-edge"
@@ -134,6 +138,36 @@ def test_the_switch_pauses_and_resumes_a_running_service_and_the_state_survives_
     assert (state_dir / "enabled").read_text().strip() == "ON"
 
 
+def test_each_run_of_bad_commands_is_said_once_and_a_bad_one_leaves_the_wanted_value(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], caplog
+) -> None:
+    """One line per misconfigured sender, not one per message; but a sender that sent a good command in
+    between has made a new mistake, worth a line of its own."""
+    empty = tmp_path / "config.toml"
+    empty.write_text("")
+    config = load(
+        empty, env={}, overrides={"mqtt.port": broker.port, "mqtt.host": "127.0.0.1", "mqtt.device_id": "testpi"}
+    )
+    topics = Topics.of(PREFIX, "testpi")
+    pub = MqttPublisher(config.mqtt, topics.availability)
+    switch = EnabledSwitch(pub, topics, tmp_path / "enabled")
+    switch.attach()
+    sub = subscribe(broker.port, [topics.enabled])
+    pub.start()
+    try:
+        sub.wait_for(topics.enabled, lambda m: m.text == "ON")  # the broker has the switch's subscription by now
+        for payload in ("maybe", "maybe", "OFF", "nope", "nope"):
+            send(sub, topics.enabled_set, payload)
+        ignoring = lambda: [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]  # noqa: E731
+        wait_until(lambda: len(ignoring()) >= 2, 10, "the second run of bad commands said")
+        time.sleep(0.3)  # the last "nope" has arrived too
+        assert ignoring() == [f"{topics.enabled_set}: ignoring b'maybe' (expected ON or OFF)",
+                              f"{topics.enabled_set}: ignoring b'nope' (expected ON or OFF)"]  # fmt: skip
+        assert switch.take() is False and switch.take() is None, "OFF is wanted, once"
+    finally:
+        pub.stop()
+
+
 def test_forget_leaves_no_retained_topic_of_the_device(
     tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], run_service, edge_env: dict[str, str]
 ) -> None:
@@ -149,6 +183,8 @@ def test_forget_leaves_no_retained_topic_of_the_device(
     config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ndevice_id = "testpi"\n')
     done = subprocess.run(edge_command("forget", "--config", str(config)), env=edge_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    held = {m.topic for m in before.messages if m.retain and m.payload}
+    assert f"cleared {len(held)} retained topics of testpi" in done.stderr  # what was there, no more
     after = subscribe(broker.port, ["#"])
     time.sleep(1.0)  # a fresh subscriber receives every retained message at once
     assert [m.topic for m in after.messages if m.retain] == []

@@ -108,10 +108,31 @@ def test_a_card_without_a_field_names_the_field(tmp_path):
         EmotionClassifier.load(model)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"labels": [*EMOTIONS, "contempt"]}, r"emotion_int8\.tflite: 7 outputs but its card lists 8 labels$"),
+        ({"input": {"shape": [1, 64, 64, 1]}}, r"emotion_int8\.tflite: input .* does not match its card's"),
+        ({"input": {"dtype": "uint8"}}, r"emotion_int8\.tflite: input .* does not match its card's"),
+    ],
+    ids=["labels", "input-shape", "input-dtype"],
+)
+def test_a_card_that_does_not_describe_its_model_is_refused(tmp_path, change, message):
+    """The model's own bytes (its sha256 matches) with a card edited by hand: another label list would
+    name every score wrongly, another input would be fed what the model never saw."""
+    model = copy_model(tmp_path)
+    card = json.loads(model.with_suffix(".json").read_text())
+    for key, value in change.items():
+        card[key] = {**card[key], **value} if isinstance(value, dict) else value
+    model.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=message):
+        EmotionClassifier.load(model)
+
+
 def test_missing_card_and_missing_model(tmp_path):
     model = copy_model(tmp_path)
     model.with_suffix(".json").unlink()
-    with pytest.raises(ModelError, match="model card not found"):
+    with pytest.raises(ModelError, match=r"emotion_int8\.tflite: model card not found \(.*emotion_int8\.json;"):
         EmotionClassifier.load(model)
     with pytest.raises(ModelError, match=r"nothing\.tflite: model file not found"):
         EmotionClassifier.load(tmp_path / "nothing.tflite")

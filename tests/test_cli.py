@@ -66,6 +66,16 @@ def test_unusable_inputs_are_named_and_fatal(edge_env: dict[str, str], tmp_path:
     assert len(error_lines(result.stderr)) == 1 and "model" in error_lines(result.stderr)[0]
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_watch_refuses_a_refresh_that_is_no_positive_number_of_seconds(
+    edge_env: dict[str, str], tmp_path: Path, value: str
+) -> None:
+    result = edge(edge_env, "watch", "--refresh", value, "--db", str(tmp_path / "w.db"), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"--refresh: expected a number of seconds above 0, got {value!r}" in result.stderr
+    assert not (tmp_path / "w.db").exists()
+
+
 def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_78(edge_env: dict[str, str], tmp_path: Path) -> None:
     latin1 = tmp_path / "config.toml"
     latin1.write_bytes('[mqtt]\nhost = "café.lan"\n'.encode("latin-1"))  # saved by an editor in Latin-1

@@ -49,7 +49,7 @@ def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
 
 def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
     # EMOTION_EDGE_CONFIG names the file to read; it is not a [config] section.
-    load(write(tmp_path, ""), env={"EMOTION_EDGE_CONFIG": "/y.toml"})
+    assert load(write(tmp_path, ""), env={"EMOTION_EDGE_CONFIG": "/y.toml"}).origins == {}  # all defaults
 
 
 @pytest.mark.parametrize(
@@ -69,6 +69,10 @@ def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
         ("[mqtt]\ntls_ca = '/nonexistent/ca.pem'\n", "config.toml: mqtt.tls_ca: file not found: /nonexistent/ca.pem"),
         ("[classifier]\nmodel = '/nonexistent.tflite'\n", "config.toml: classifier.model: file not found"),
         ("[mqtt]\npassword = 'secret'\n", "config.toml: mqtt.password: set mqtt.username too"),
+        ("[mqtt]\ntls_key = '/etc/ssl/pi.key'\n", "config.toml: mqtt.tls_key: set mqtt.tls_cert too"),
+        ("[mqtt]\nhost = ''\n", "config.toml: mqtt.host: expected a host name, got ''"),
+        ("[mqtt]\nport = 0\n", "config.toml: mqtt.port: expected an integer 1..65535, got 0"),
+        ("[tracker]\nsmoothing = -0.5\n", "config.toml: tracker.smoothing: expected a number 0..30, got -0.5"),
         ("mqtt = 3\n", "config.toml: mqtt: expected a [mqtt] table, got 3"),
         ("[mqtt\n", "config.toml: not valid TOML"),
     ],
@@ -113,7 +117,12 @@ def test_show_round_trips_through_toml(tmp_path: Path) -> None:
     shown = cfg.to_toml(c)
     assert 'p"q' not in shown and 'password = "********"' in shown
     reloaded = load(write(tmp_path, shown.replace("********", "x")), env={})
-    assert reloaded.mqtt.port == 1999 and reloaded.mqtt.client_id == c.mqtt.client_id
+    assert reloaded.mqtt.port == 1999 and reloaded.mqtt.device_id == c.mqtt.device_id
+    # derived ids stay derived: the shown file copied to another Pi gives it ids of its own
+    assert f'client_id = ""  # here: "{c.mqtt.client_id}"' in shown and reloaded.mqtt.client_id != c.mqtt.client_id
+    assert f'device_id = ""  # here: "{c.mqtt.device_id}"' in shown and reloaded.derived == c.derived
+    pinned = load(write(tmp_path, "[mqtt]\nclient_id = 'fixed'\ndevice_id = 'hall'\n"), env={})
+    assert 'client_id = "fixed"\n' in cfg.to_toml(pinned) and 'device_id = "hall"\n' in cfg.to_toml(pinned)
 
 
 def test_docs_and_example_are_generated_from_the_settings_themselves() -> None:

@@ -183,12 +183,19 @@ def test_templates_give_the_states_home_assistant_should_show(body: dict[str, An
 
 @pytest.mark.parametrize(
     ("bind", "url"),
-    [("127.0.0.1", "http://localhost:8090/"), ("192.168.1.20", "http://192.168.1.20:8090/")],
+    [
+        ("127.0.0.1", "http://localhost:8090/"),
+        ("::1", "http://localhost:8090/"),
+        ("192.168.1.20", "http://192.168.1.20:8090/"),
+        ("fd00::20", "http://[fd00::20]:8090/"),
+        ("0.0.0.0", "http://{host}.local:8090/"),  # every interface: the name mDNS answers to
+        ("::", "http://{host}.local:8090/"),
+    ],
 )
 def test_configuration_url_is_the_live_view_when_it_is_on(tmp_path: Path, bind: str, url: str) -> None:
     config = make_config(tmp_path, **{"preview.enabled": True, "preview.bind": bind})
     body = validate(*discovery.message(config, EMOTIONS, KEY))
-    assert body["device"]["configuration_url"] == url
+    assert body["device"]["configuration_url"] == url.format(host=identity.short_hostname())
 
 
 def test_device_id_gets_a_machine_suffix_only_for_a_stock_hostname(tmp_path: Path) -> None:
@@ -273,7 +280,9 @@ def test_one_retained_message_replaces_the_old_per_entity_ones_and_is_resent_on_
     validate(topic, sub.on(topic)[0].text)
 
     before = len(sub.on(topic))
-    seeder.client.publish("homeassistant/status", "offline")  # only "online" asks for a re-send
+    seeder.client.publish("homeassistant/status", "offline").wait_for_publish(5)  # only "online" asks for a re-send
+    time.sleep(1.0)  # twice the longest birth delay
+    assert len(sub.on(topic)) == before, "Home Assistant going offline is no reason to re-send"
     seeder.client.publish("homeassistant/status", "online")
     wait_until(lambda: len(sub.on(topic)) == before + 1, 10, "discovery re-sent after the birth message")
 

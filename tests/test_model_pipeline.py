@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -82,6 +83,22 @@ def test_a_changed_setting_with_an_existing_run_folder_is_refused_in_one_line(ru
     assert "--learning-rate 0.002 -> 0.5" in errors[0] and "--dense 16 -> 32" in errors[0]
     assert "--precision auto -> float32" in errors[0]
     assert (run_dir / "config.json").read_text() == stored and history_rows(run_dir) == history
+
+
+def test_a_moved_data_folder_still_resumes_the_run(run_dir, tmp_path, caplog):
+    """Where the data is may change (a folder moved, another disk): the run goes on from where it stopped."""
+    caplog.set_level("INFO")
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    moved = tmp_path / "moved" / "fer"
+    shutil.copytree(FER, moved)
+    history = history_rows(run)
+    epochs = str(len(history))  # all done: the resume trains nothing more, so this stays quick
+    assert training_main(["train", str(moved), "--run-dir", str(run), "--epochs", epochs, *TINY[2:]]) == 0
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert f"resuming {run} after epoch {epochs} of {epochs}" in caplog.text
+    assert history_rows(run) == history
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved)
 
 
 @pytest.mark.parametrize("shape", [(16, 6, 6, 5), (16, 5)], ids=["feature map", "head"])
@@ -324,6 +341,22 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, capsys):
     assert training_main(["soup", str(tmp_path / "a.keras"), str(tmp_path / "b.keras"), "--run-dir", "s"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--epochs", "0", "'0': expected a number at least 1"),
+        ("--learning-rate", "-1", "'-1': expected a number at least 0"),
+        ("--erase", "5", "'5': expected a number 0..1"),
+        ("--batch-size", "x", "'x' is not a whole number"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_line_before_a_run_folder_is_made(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as stop:
+        training_main(["train", str(FER), "--run-dir", str(tmp_path / "r"), flag, value])
+    assert stop.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def zip_of(path: Path, members: dict[str, str]) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         for name, text in members.items():
@@ -444,6 +477,7 @@ def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
         [str(shipped), str(tmp_path / "nodata")],
         [str(shipped), str(FER), "--out", str(tmp_path / "file" / "models" / "emotion_int8.tflite")],
         [str(shipped), str(FER), "--out", str(tmp_path)],
+        [str(shipped), str(FER), "--out", str(tmp_path / "model.onnx")],
     ]
     training_cases = [
         ["train", str(tmp_path / "nodata"), "--run-dir", str(tmp_path / "r1")],
@@ -465,7 +499,7 @@ def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
     assert done.stdout.split("] ")[1].strip() == "False"
     assert done.stdout.startswith(str([1] * (len(convert_cases) + len(training_cases))))
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
-    assert [line.split(":")[0] for line in errors] == ["ERROR convert"] * 5 + ["ERROR training"] * 5
+    assert [line.split(":")[0] for line in errors] == ["ERROR convert"] * 6 + ["ERROR training"] * 5
     assert errors == [
         f"ERROR convert: {tmp_path / 'missing.keras'}: float model not found (train first, or name a .keras file)",
         f"ERROR convert: {bad}: not a Keras model (not a zip archive, as .keras files are)",
@@ -473,6 +507,7 @@ def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
         f"ERROR convert: --out {tmp_path / 'file' / 'models' / 'emotion_int8.tflite'}: {tmp_path / 'file'} is not a "
         "folder",
         f"ERROR convert: --out {tmp_path}: is a folder, not a file",
+        f"ERROR convert: --out {tmp_path / 'model.onnx'}: the name must end in .tflite",
         f"ERROR training: {tmp_path / 'nodata'}: no such folder",
         f"ERROR training: {tiny}: too few faces to split into training and validation: of 1 readable, 1 would train "
         "and 0 validate; needs a class with at least 2 readable faces, or a test split of its own",

@@ -1,4 +1,5 @@
-"""The MQTT publisher and Home Assistant discovery against a real mosquitto on a free port."""
+"""The MQTT publisher and Home Assistant discovery against a real mosquitto on a free port, and the link's
+retry schedule and outage lines."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from helpers import Broker, Subscriber, make_pki, wait_until
 
 from edge.config import Config, load
+from edge.mqtt.link import Link
 from edge.mqtt.payloads import Topics
 from edge.mqtt.publisher import MqttPublisher, outbox_path
 
@@ -58,6 +60,21 @@ def test_availability_is_retained_online_then_offline_on_stop(
     after = subscribe(broker.port, [TOPICS.availability])
     m = after.wait_for(TOPICS.availability)
     assert (m.text, m.retain) == ("offline", True)
+
+
+def test_online_goes_out_before_what_was_retained_while_away(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], publishers
+) -> None:
+    """A value kept while not connected reaches a subscriber after the device says it is online, so Home
+    Assistant never takes it from a device it still counts as unavailable."""
+    sub = subscribe(broker.port, [f"{TOPICS.base}/#"])
+    pub = publishers(make_config(tmp_path, broker.port))
+    pub.publish(TOPICS.state, "made before the connection", retain=True)
+    pub.publish(TOPICS.stats, "this too", retain=True)
+    pub.start()
+    wait_until(lambda: len(sub.messages) >= 3, 15, "online, state and stats")
+    assert [m.topic for m in sub.messages][:3] == [TOPICS.availability, TOPICS.state, TOPICS.stats]
+    assert sub.messages[0].text == "online"
 
 
 def test_stop_right_after_start_delivers_what_was_published_and_logs_no_error(
@@ -232,3 +249,37 @@ def test_events_that_could_not_be_journaled_are_reported_lost_at_stop(
     pub.stop(timeout=0.3)
     assert f"MQTT outbox {journal}: cannot open (" in caplog.text
     assert f"1 events not acknowledged by the broker at stop; lost ({journal} could not be written)" in caplog.text
+
+
+def test_link_retries_double_from_half_a_second_to_the_cap_with_jitter_and_start_again_after_a_connection(
+    tmp_path: Path,
+) -> None:
+    """Each delay is drawn from the upper half of 0.5, 1, 2, 4 s, then of mqtt.reconnect_max: never longer
+    than the cap, never all devices in step; a connection starts the schedule again."""
+    config = make_config(tmp_path, 1883, reconnect_max=5.0).mqtt
+    ceilings = [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    firsts = set()
+    for _ in range(20):
+        link = Link(config)
+        delays = [link.next_delay() for _ in ceilings]
+        assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings)), delays
+        firsts.add(delays[0])
+        link.connected()
+        assert 0.25 <= link.next_delay() <= 0.5, "after a connection the next outage retries soon again"
+    assert len(firsts) > 1, "jittered"
+
+
+def test_link_says_one_line_per_outage_however_many_attempts_fail(tmp_path: Path, caplog) -> None:
+    config = make_config(tmp_path, 1883).mqtt
+    link = Link(config, meanwhile=", events kept in the outbox")
+    link.lost("keepalive timeout")
+    link.unreachable("Connection refused")  # the attempts while the broker is away
+    link.unreachable("Connection refused")
+    assert link.connected().startswith(" after ")
+    link.unreachable("Connection refused")  # a new outage, its own line
+    link.unreachable("Connection refused")
+    assert [r.getMessage() for r in caplog.records] == [
+        "MQTT: connection to the broker lost (keepalive timeout); reconnecting, events kept in the outbox",
+        "MQTT: broker 127.0.0.1:1883 unreachable (Connection refused); retrying every 5 s at most, events kept in "
+        "the outbox",
+    ]

@@ -110,6 +110,22 @@ def test_the_age_bound_drops_what_waited_too_long_even_across_a_restart(tmp_path
         assert [row[0] for row in db.execute("SELECT payload FROM outbox")] == ["fresh"]
 
 
+@pytest.mark.parametrize("journal", [False, True], ids=["memory only", "journal"])
+def test_the_age_bound_holds_while_running_without_waiting_for_a_restart_or_a_sync(
+    tmp_path: Path, journal: bool
+) -> None:
+    """A long outage of a running service: what waited longer than mqtt.outbox_max_age is not sent when
+    the broker is back, with or without a journal (memory only: outside systemd, or an unwritable one)."""
+    box = outbox(tmp_path / "outbox.db" if journal else None, max_age=0.3, sync_interval=60.0)
+    box.start()
+    box.append("t/events", "old", 1)
+    time.sleep(0.4)
+    box.append("t/events", "fresh", 1)
+    assert drain(box) == ["fresh"]
+    assert box.dropped == 1
+    box.close()
+
+
 def test_without_a_file_the_outbox_is_memory_only(tmp_path: Path) -> None:
     box = outbox(None)
     box.append("t/events", "e0", 1)
@@ -141,3 +157,60 @@ def test_without_a_writable_journal_close_says_the_events_are_not_on_disk(tmp_pa
     box.append("t/events", "e0", 1)
     assert not box.close()
     assert outbox(None).close() is False
+
+
+def test_an_overflow_after_the_outbox_emptied_is_a_new_episode_and_said_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = outbox(tmp_path / "outbox.db", max_events=2)
+    with caplog.at_level(logging.WARNING):
+        for n in range(4):
+            box.append("t/events", f"a{n}", 1)
+        while (entry := box.take()) is not None:  # the broker is back and takes everything
+            box.acked(entry.id)
+        assert box.depth == 0
+        for n in range(4):
+            box.append("t/events", f"b{n}", 1)
+    assert box.dropped == 4
+    assert caplog.text.count("dropping the oldest events") == 2, "one line per overflow, and this is the second"
+    box.close()
+
+
+def test_a_journal_holding_more_than_a_smaller_queue_size_keeps_only_the_newest_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """mqtt.queue_size lowered between two runs: the bound holds from the start, the oldest go."""
+    journal = tmp_path / "outbox.db"
+    first = outbox(journal)
+    for n in range(5):
+        first.append("t/events", f"e{n}", 1)
+    assert first.close()
+    second = outbox(journal, max_events=3)
+    assert (second.depth, second.dropped) == (3, 2)
+    assert drain(second) == ["e2", "e3", "e4"]
+    second.close()
+    with sqlite3.connect(journal) as db:
+        assert [row[0] for row in db.execute("SELECT payload FROM outbox ORDER BY id")] == ["e2", "e3", "e4"]
+
+
+def test_events_a_failed_sync_could_not_write_are_written_by_the_next_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write SQLite refuses (here a trigger standing in for a full disk) rolls back: the events wait in
+    memory and go into the journal at the next sync that can write, in order."""
+    caplog.set_level(logging.INFO)
+    journal = tmp_path / "outbox.db"
+    box = outbox(journal)
+    with sqlite3.connect(journal) as db:
+        db.execute("CREATE TRIGGER full BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    box.append("t/events", "e0", 1)
+    box.append("t/events", "e1", 1)
+    time.sleep(box.sync_interval / 10)  # past the grace
+    assert not box.sync()
+    assert f"MQTT outbox {journal}: cannot write (disk full); events kept in memory meanwhile" in caplog.messages
+    with sqlite3.connect(journal) as db:
+        db.execute("DROP TRIGGER full")
+    box.append("t/events", "e2", 1)
+    assert box.close(), "the last write went through"
+    assert f"MQTT outbox {journal}: writing again" in caplog.messages
+    assert drain(outbox(journal)) == ["e0", "e1", "e2"]

@@ -115,7 +115,8 @@ def test_top_emotion_is_the_largest_faces_whatever_the_detector_order(three_face
     ids=["gray", "gray-1-channel", "bgra"],
 )
 def test_gray_and_bgra_give_the_same_answer_as_bgr(recognizer, three_faces, convert):
-    assert recognizer.detect_emotions(convert(three_faces)) == recognizer.detect_emotions(three_faces)
+    found = recognizer.detect_emotions(three_faces)
+    assert len(found) == 3 and recognizer.detect_emotions(convert(three_faces)) == found
 
 
 @pytest.mark.parametrize(

@@ -321,6 +321,50 @@ def test_the_visits_chart_has_the_busiest_devices_and_one_legend_entry_for_emoti
     assert [t.get_text() for t in chart.get_legend().get_texts()] == ["happy", "other (30)"]
 
 
+def event(device: str, kind: str, t: float, duration: float, emotion: str, **keys: object) -> tuple[str, dict]:
+    """An event as a device publishes it, of track 1 unless ``keys`` say otherwise; ``keys`` also give its run
+    and seq (none: a device from before them)."""
+    scores = {label: float(label == emotion) for label in EMOTIONS}
+    body = {"schema": 1, "device": device, "type": kind, "ts": payloads.iso_utc(t), "track": 1, "emotion": emotion,
+            "confidence": 1.0, "scores": scores, "duration": duration, "box": [0, 0, 10, 10], **keys}  # fmt: skip
+    return device, body
+
+
+def test_a_visit_whose_end_was_lost_lasts_until_its_last_news_and_one_heard_of_midway_starts_there(tmp_path):
+    """An old device (no run) restarted without its end reaching the broker uses track 1 again; a watcher
+    started in the middle of a visit first hears of it at a change, whose duration reaches back before it."""
+    t = float(int(time.time()) - 3600)  # whole seconds, as the payloads' times (ms) carry them
+    watched(tmp_path / "w.db", [
+        event("attic", "start", t, 0.0, "happy"),
+        event("attic", "change", t + 10, 10.0, "sad"),  # then the device restarted: no end
+        event("attic", "start", t + 100, 0.0, "neutral"),
+        event("attic", "end", t + 130, 30.0, "neutral"),
+        event("lab", "change", t + 50, 40.0, "surprise", run="r", seq=7),  # the visit began at t + 10, unheard
+        event("lab", "end", t + 70, 60.0, "surprise", run="r", seq=8),
+    ])  # fmt: skip
+    visits = report.from_databases([tmp_path / "w.db"]).to_dict()["visits"]
+    assert [(v["group"], v["t0"] - t, v["t1"] - t, v["seconds"]) for v in visits] == [
+        ("attic", 0.0, 10.0, {"happy": 10.0}),  # until its change, its last news: not until the next start
+        ("lab", 50.0, 70.0, {"surprise": 20.0}),  # from the change it was first heard of
+        ("attic", 100.0, 130.0, {"neutral": 30.0}),
+    ]
+
+
+def test_a_visit_still_open_is_cut_at_the_last_news_of_its_device_in_any_of_the_databases(tmp_path):
+    """Two watchers in a shared group split a device's events: its last news may be in either database."""
+    t = float(int(time.time()) - 3600)
+    watched(tmp_path / "a.db", [event("hall", "start", t, 0.0, "happy", run="r", seq=1),  # open: no end yet
+                                event("hall", "start", t + 250, 0.0, "sad", run="r", seq=3, track=2),
+                                event("hall", "end", t + 300, 50.0, "sad", run="r", seq=4, track=2)])  # fmt: skip
+    watched(tmp_path / "b.db", [event("hall", "start", t + 205, 0.0, "fear", run="r", seq=2, track=3),
+                                event("hall", "end", t + 210, 5.0, "fear", run="r", seq=5, track=3)])  # fmt: skip
+    for paths in (["a.db", "b.db"], ["b.db", "a.db"]):
+        data = report.from_databases([tmp_path / p for p in paths]).to_dict()
+        (first,) = [v for v in data["visits"] if v["track"] == 1]
+        assert first["seconds"] == {"happy": 300.0}, paths
+        assert data["table"][-1]["face_seconds"] == 355.0
+
+
 def test_report_names_the_line_of_a_frame_it_cannot_read(edge_env, tmp_path):
     good = {"frame": 0, "ts": 0.0, "faces": [{"track": 1, "emotion": "happy", "scores": {"happy": 1.0}}]}
     for bad, reason in (

@@ -66,6 +66,8 @@ def test_run_on_the_demo_clip_publishes_the_contract(
         by_track.setdefault(e["track"], []).append(e["type"])
     for track, kinds in by_track.items():
         assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("end") == 1, (track, kinds)
+        dated = [e["ts"] for e in events if e["track"] == track]  # the clip plays faster than real time,
+        assert dated[0] <= dated[-1], (track, dated)  # and yet no end is dated before its start
     # A change says what it changed from: the emotion of the track's event before it.
     changes = 0
     for track in by_track:

@@ -48,6 +48,9 @@ def test_a_jump_without_overlap_still_matches_when_the_centre_is_close():
     # a face far away is somebody else
     events = t.update([(134, 134, 100, 100), (400, 300, 100, 100)], np.stack([HAPPY, HAPPY]), 0.2)
     assert [(e.kind, e.track) for e in events] == [(START, 2)]
+    # and so is one beside it: IoU 0.18, centres 0.7 face widths apart, past the half a width a jump may go
+    events = t.update([(204, 134, 100, 100), (400, 300, 100, 100)], np.stack([HAPPY, HAPPY]), 0.3)
+    assert [(e.kind, e.track) for e in events] == [(START, 3)]
 
 
 def test_scores_are_an_exponential_moving_average_with_a_time_constant():
@@ -80,6 +83,9 @@ def test_smoothing_stops_a_one_frame_flicker():
     for i in range(1, 20):
         row = SAD if i % 7 == 0 else HAPPY  # a misclassified frame now and then
         assert t.update([(0, 0, 50, 50)], row[None], i / 10) == []
+    # while a face that turns sad for good is named so within a few frames
+    changes = [e for i in range(20, 25) for e in t.update([(0, 0, 50, 50)], SAD[None], i / 10)]
+    assert [(e.kind, e.emotion) for e in changes] == [(CHANGE, "sad")]
 
 
 def test_a_face_ends_max_missing_seconds_after_it_was_last_seen():
@@ -215,3 +221,16 @@ def test_the_first_frames_of_a_confirmed_face_are_kept_and_a_one_frame_face_stay
     assert (start.kind, start.started, start.ts) == (START, 0.0, 0.2)  # dated the first sighting
     (track,) = t.tracks
     assert track.sightings == [(0.0, face), (0.1, face), (0.2, face)]
+
+
+def test_a_box_framed_much_bigger_is_matched_by_position_not_by_its_look():
+    """The cascade's box around one face now and then comes out a quarter bigger: the same face framed
+    differently looks like another, so such a box is not compared by look, and the track goes on."""
+    first, other = thumbs_of("happy/PublicTest_11211241.jpg", "angry/PublicTest_12919755.jpg")
+    t = tracker(appearance=0.3)
+    assert [e.kind for e in t.update([(100, 100, 80, 80)], HAPPY[None], 0.0, [first])] == [START]
+    assert t.update([(90, 90, 100, 100)], HAPPY[None], 0.1, [other]) == []  # 25% bigger, looking unlike
+    assert [(track.id, track.box) for track in t.tracks] == [(1, (90, 90, 100, 100))]
+    # its look is now the track's: a like-sized box that looks like someone else is someone else
+    events = t.update([(90, 90, 100, 100)], HAPPY[None], 0.2, [first])
+    assert [(e.kind, e.track) for e in events] == [(START, 2)]

@@ -103,6 +103,10 @@ def test_parse_bounds_what_would_crash_or_swell_the_watcher_or_a_report_but_take
             ({**state, "faces": 2**63}, "'faces' is 9223372036854775808, beyond 2**53"),
             ({**state, "emotion": "x\u001b]0;T\u0007" * 10}, "emotion 'x\\x1b]0;T\\x07x"),
         ],
+        "summary": [
+            ({**real["summary"][0], "share": [0.5, 0.5]}, "'share' missing or not dict"),
+            ({**real["summary"][0], "predominant": "p" * 65}, "predominant 'ppp"),
+        ],
     }
     for leaf, cases in bad.items():
         for body, reason in cases:
@@ -124,6 +128,23 @@ def test_store_keeps_each_event_once_by_run_and_seq_else_by_content(tmp_path):
     db = sqlite3.connect(tmp_path / "w.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_keeps_the_latest_state_of_each_device_whatever_order_they_arrive_in(tmp_path):
+    """A retained state redelivered after a reconnection, or one from a device's past: never over a newer one."""
+    store = Store(tmp_path / "w.db")
+    state = {"schema": 1, "device": "hall", "faces": 1, "emotion": "happy"}
+    assert store.add_state({**state, "ts": payloads.iso_utc(START + 10)}, START + 10)
+    assert not store.add_state({**state, "ts": payloads.iso_utc(START + 5), "emotion": "sad"}, START + 11)
+    assert not store.add_state({**state, "ts": payloads.iso_utc(START + 10), "emotion": "sad"}, START + 12)
+    assert store.add_state({**state, "ts": payloads.iso_utc(START + 20), "faces": 2}, START + 20)
+    assert store.add_state({**state, "device": "lab", "ts": payloads.iso_utc(START)}, START)
+    rows = store.db.execute("SELECT device, t, payload FROM states ORDER BY device").fetchall()
+    assert [(d, t, json.loads(p)["faces"], json.loads(p)["emotion"]) for d, t, p in rows] == [
+        ("hall", START + 20, 2, "happy"),
+        ("lab", START, 1, "happy"),
+    ]
+    store.close()
 
 
 def test_a_database_of_another_schema_version_is_refused_naming_the_file(tmp_path):

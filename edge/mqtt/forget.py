@@ -34,6 +34,8 @@ def forget(config: Config, timeout: float = 10.0) -> list[str]:
     """Clear the device's retained topics; returns the topics cleared. Raises ForgetError."""
     c = config.mqtt
     base = Topics.of(c.topic_prefix, c.device_id).base
+    # its own topics and its discovery, today's and older versions': only those the broker holds are cleared
+    wanted = [f"{base}/#", discovery_topic(config), *legacy_topics(config)]
     found: set[str] = set()
     subscribed = threading.Event()
     connected = threading.Event()
@@ -44,7 +46,7 @@ def forget(config: Config, timeout: float = 10.0) -> list[str]:
         if reason.is_failure:
             refusal.append(str(reason))
         else:
-            client.subscribe(f"{base}/#", qos=1)
+            client.subscribe([(topic, 1) for topic in wanted])
         connected.set()
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
@@ -66,7 +68,7 @@ def forget(config: Config, timeout: float = 10.0) -> list[str]:
         if not subscribed.wait(timeout):
             raise ForgetError(f"MQTT: broker {c.host}:{c.port} did not grant the subscription to {base}/#")
         time.sleep(SETTLE)
-        topics = [*sorted(found), discovery_topic(config), *legacy_topics(config)]
+        topics = sorted(found)
         infos = [client.publish(topic, b"", qos=1, retain=True) for topic in topics]
         deadline = time.monotonic() + timeout
         while not all(i.is_published() for i in infos) and time.monotonic() < deadline:

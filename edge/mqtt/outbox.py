@@ -108,8 +108,10 @@ class Outbox:
             self._unwritten.append(entry.id)
 
     def take(self) -> Entry | None:
-        """The oldest event not yet handed to MQTT on this connection, or None."""
+        """The oldest event not yet handed to MQTT on this connection, or None; none older than ``max_age``
+        (the sync expires them too, but only with a journal, and only every ``sync_interval``)."""
         with self._lock:
+            self._expire(time.time())
             while self._unsent:
                 entry = self._entries.get(self._unsent.popleft())
                 if entry is not None:

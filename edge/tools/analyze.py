@@ -54,7 +54,7 @@ from edge.config import Config
 from edge.pipeline import Backfill, FrameResult, Pipeline
 from edge.sources import FolderSource, FrameSource, ImageSource, SourceError, VideoFileSource, open_source
 from edge.tools.annotate import draw, open_writer
-from edge.tools.outputs import OutputError, check_output
+from edge.tools.outputs import OutputError, check_not_an_input, check_output
 from edge.vision.detector import DetectorError
 from edge.vision.model_card import ModelError
 from edge.vision.tracker import Track
@@ -324,6 +324,7 @@ def run(
         return 1
     try:
         _check_outputs(summary, report)
+        _check_not_the_input(src, annotate=annotate, summary=summary, report=report)
         analysis = Analysis.open(src, config)
     except (OutputError, SourceError, ModelError, DetectorError) as exc:
         err.write(f"analyze: {exc}\n")
@@ -382,6 +383,19 @@ def _check_outputs(summary: str | Path | None, report: str | Path | None) -> Non
                 raise OutputError(f"{option} {exc}") from None
     if report and importlib.util.find_spec("matplotlib") is None:
         raise OutputError(f"--report {report}: needs the [report] extra (pip install 'emotion-edge[report]')")
+
+
+def _check_not_the_input(src: str, **outputs: str | Path | None) -> None:
+    """OutputError, naming the option, for an output that is the video or image being analysed: written
+    while it is read (``--annotate``) or after (``--summary``), it would destroy the recording."""
+    if not Path(src).is_file():
+        return
+    for option, path in outputs.items():
+        if path:
+            try:
+                check_not_an_input([Path(path)], [Path(src)])
+            except OutputError as exc:
+                raise OutputError(f"--{option} {exc}") from None
 
 
 def _save(option: str, path: str | Path, write: Callable[[Path], object], err: TextIO) -> int:

@@ -48,6 +48,7 @@ def _demo_broker(config: Config) -> Iterator[None]:
     if mqtt.host not in LOCAL_HOSTS or mosquitto is None:
         hint = "" if mqtt.host not in LOCAL_HOSTS else " and mosquitto is not installed (sudo apt install mosquitto)"
         raise ConnectionError(f"no MQTT broker answers on {mqtt.host}:{mqtt.port}{hint}")
+    asked = f"{mqtt.host}:{mqtt.port}"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         mqtt.host, mqtt.port = "127.0.0.1", s.getsockname()[1]
@@ -62,7 +63,7 @@ def _demo_broker(config: Config) -> Iterator[None]:
                 threading.Event().wait(0.05)
             if broker.poll() is not None:
                 raise ConnectionError(f"{mosquitto} exited at start (code {broker.returncode})")
-            log.info("demo: no broker on localhost; started mosquitto on port %d for the demo", mqtt.port)
+            log.info("demo: no broker on %s; started mosquitto on port %d for the demo", asked, mqtt.port)
             yield
         finally:
             broker.terminate()
