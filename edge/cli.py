@@ -42,6 +42,7 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     flags = {
         "source.spec": args.source,
         "source.loop": args.loop,
+        "source.realtime": args.realtime,
         "mqtt.host": args.mqtt_host,
         "mqtt.port": args.mqtt_port,
         "mqtt.device_id": args.device_id,
@@ -201,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mqtt-port", type=int, metavar="PORT")
         p.add_argument("--device-id", metavar="ID", help="topic level naming this device (default: hostname)")
         p.add_argument("--loop", action="store_true", default=None, help="restart a file source at its end")
+        p.add_argument(
+            "--realtime", action="store_true", default=None, help="play a file source at its own rate, as a camera"
+        )
         _add_log_level(p)
 
     run = sub.add_parser("run", help="run the service: camera -> faces -> emotions -> MQTT")

@@ -69,8 +69,15 @@ class SourceConfig:
     )
     width: int = setting(640, lo=16, hi=7680, doc="capture width in pixels; faces are cropped from this resolution")
     height: int = setting(480, lo=16, hi=4320, doc="capture height in pixels")
-    fps: float = setting(0.0, lo=0, hi=240, doc="capture rate; 0 = the source's own rate")
+    fps: float = setting(
+        0.0, lo=0, hi=240, doc="capture rate; 0 = the source's own rate (a folder or image: 1 per second)"
+    )
     loop: bool = setting(False, doc="restart a video file or folder at its end instead of stopping")
+    realtime: bool = setting(
+        False,
+        doc="play a video file, folder or image at its own rate, as a camera delivers frames, instead of as fast as "
+        "they are processed (a folder or image: `fps`, else 1 per second)",
+    )
 
 
 @dataclass

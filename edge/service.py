@@ -146,14 +146,15 @@ class Service:
         # thread inside OpenCV as the process exits, which aborts it (rc 134) instead of the error's one
         # line. A paused device opens none; a camera not there yet is waited for, as one lost later is.
         name = redact(c.source.spec)
-        self.reader = LatestFrameReader(self._open_source, name=name) if self.switch.enabled else PausedReader(name)
+        self.reader = self._new_reader(name) if self.switch.enabled else PausedReader(name)
         try:
             self.publisher.start()
             classifier = self.pipeline.classifier
             log.info(
-                "ready in %.2f s: source %s, model %s… (%s, %d thread(s)), publishing to %s/ on %s:%d",
+                "ready in %.2f s: source %s%s, model %s… (%s, %d thread(s)), publishing to %s/ on %s:%d",
                 time.monotonic() - self._started,
                 self.reader.name,
+                " (in real time)" if c.source.realtime and not self.reader.live else "",
                 classifier.sha256[:12],
                 classifier.backend,
                 classifier.threads,
@@ -210,6 +211,10 @@ class Service:
                 log.info("stopping after %d frames (--max-frames)", self._frames)
                 return
 
+    def _new_reader(self, name: str | None = None) -> LatestFrameReader:
+        """``name``: the source's, to start without it while it is not there yet (a camera at boot)."""
+        return LatestFrameReader(self._open_source, name=name, realtime=self.config.source.realtime)
+
     def _open_source(self) -> FrameSource:
         s = self.config.source
         return open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)
@@ -218,7 +223,7 @@ class Service:
         """Pause (release the camera, end the live tracks) or resume (open the source again)."""
         if enabled:
             try:
-                self.reader = LatestFrameReader(self._open_source)
+                self.reader = self._new_reader()
             except SourceError as exc:
                 log.error("%s; staying paused", exc)
                 self.switch.publish()  # the switch shows OFF again

@@ -32,6 +32,10 @@ EVENT_KEYS |= {"run", "seq"}  # the event's id, for consumers dropping the dupli
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
+def parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def bodies(sub: Subscriber, leaf: str) -> list[dict]:
     return [json.loads(m.payload) for m in sub.on(f"{BASE}/{leaf}")]
 
@@ -124,6 +128,24 @@ def test_last_will_marks_the_device_offline_after_sigkill(
     assert "stopped after" not in run.log
 
 
+def test_a_file_replayed_in_real_time_dates_its_events_as_a_camera_would(
+    broker: Broker, subscribe: Callable[..., Subscriber], service: Callable[..., ServiceProcess]
+) -> None:
+    """--realtime (source.realtime): the clip plays at its own rate, so an end comes a visit's duration after its start
+    on the wall clock too, where a file read as fast as it is processed squeezes the visits together."""
+    sub = subscribe(broker.port, [f"{BASE}/events"])
+    run = service(broker.port, "--source", str(DEMO_CLIP), "--realtime")
+    assert run.wait() == 0, run.log
+    assert f"source {DEMO_CLIP} (in real time)" in run.log
+    events = bodies(sub, "events")
+    visits = [(e, end) for e in events for end in events if e["type"] == "start" and end["type"] == "end"
+              and end["track"] == e["track"]]  # fmt: skip
+    assert len(visits) >= 3 and max(end["duration"] for _, end in visits) > 1.0, events
+    for start, end in visits:
+        wall = (parse_ts(end["ts"]) - parse_ts(start["ts"])).total_seconds()
+        assert abs(wall - end["duration"]) < 0.25, (start, end)
+
+
 def test_the_ready_line_names_the_interpreter_threads_the_setting_resolved_to(
     broker: Broker, service: Callable[..., ServiceProcess]
 ) -> None:
@@ -169,7 +191,7 @@ def test_broker_down_at_start_then_up_delivers_the_events_made_meanwhile(
     first = sub.wait_for(f"{BASE}/events")
     body = json.loads(first.payload)
     assert (body["type"], body["track"]) == ("start", 1), "the queue is delivered oldest first"
-    assert datetime.fromisoformat(body["ts"].replace("Z", "+00:00")) < outage_ended
+    assert parse_ts(body["ts"]) < outage_ended
     run.process.send_signal(signal.SIGTERM)
     assert run.wait() == 0, run.log
 

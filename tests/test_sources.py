@@ -323,6 +323,22 @@ def test_reader_passes_every_file_frame_in_order_and_then_ends():
     assert reader.read(timeout=0) is None
 
 
+@pytest.mark.parametrize("spec", [str(DEMO_CLIP), str(MEDIA / "one_face.jpg")], ids=["video", "still"])
+def test_realtime_hands_a_file_over_at_its_own_pace_and_every_frame_of_it(spec):
+    """source.realtime: no frame before its time (its ts after the first's, on the wall clock), none skipped."""
+    with LatestFrameReader(lambda: open_source(spec, fps=20, loop=True), realtime=True) as reader:
+        start = time.monotonic()
+        frames = [reader.read(timeout=5) for _ in range(12)]
+        arrived = time.monotonic() - start
+    ts = [f.ts for f in frames]
+    assert [f.index for f in frames] == list(range(12)) and ts == sorted(ts)
+    assert arrived >= ts[-1] - ts[0] > 0.3  # 11 frames of a 30 fps clip or a still at 20 fps: over 0.36 s
+    with LatestFrameReader(lambda: open_source(spec, fps=20, loop=True)) as reader:
+        start = time.monotonic()
+        assert [reader.read(timeout=5).index for _ in range(12)] == list(range(12))
+        assert time.monotonic() - start < ts[-1] - ts[0], "without realtime a file is read as fast as it is taken"
+
+
 def test_reader_reconnects_a_vanished_camera_logging_each_state_change_once(caplog):
     attempts = []
 

@@ -14,6 +14,10 @@ once the source has delivered for STEADY seconds: a stream that drops after a fe
 ever more slowly, not twice a second, and an outage has at most four log lines however often it
 flaps (lost; capturing again; lost again, unstable; steady again).
 
+With ``realtime`` a file source is handed over at its own pace (each frame once its ``ts`` has come, counted
+from the first frame), as a camera would deliver it: a recording replayed to test what subscribers see over
+time. A consumer slower than that is caught up with, never skipped ahead of.
+
 ``progress`` is when the capture thread last got a frame or tried to reopen the source. A read or a
 close that hangs (a camera driver stuck) stops it, which is what the service's watchdog goes by.
 """
@@ -60,8 +64,11 @@ class LatestFrameReader:
         retry_initial: float = 0.5,
         retry_max: float = 5.0,
         steady: float = STEADY,
+        realtime: bool = False,
     ) -> None:
         self._opener = opener
+        self._realtime = realtime
+        self._clock: tuple[float, float] | None = None  # (monotonic, ts) of the first frame, with realtime
         self._retry = (retry_initial, retry_max)
         self._delay = retry_initial
         self._steady = steady
@@ -147,12 +154,21 @@ class LatestFrameReader:
                     continue
                 self.capture_ms += 0.1 * ((time.perf_counter() - started) * 1000.0 - self.capture_ms)
                 self._delivering()
+                if self._realtime and not self.live:
+                    self._pace(frame.ts)
                 self._hand_over(frame)
         finally:
             self._close(say=True)
             with self._cond:
                 self.state = ENDED
                 self._cond.notify_all()
+
+    def _pace(self, ts: float) -> None:
+        """Wait until the frame at ``ts`` is due, or the reader closes."""
+        now = time.monotonic()
+        if self._clock is None:
+            self._clock = (now, ts)
+        self._stopping.wait(self._clock[0] + ts - self._clock[1] - now)
 
     def _hand_over(self, frame: Frame) -> None:
         with self._cond:
