@@ -95,6 +95,8 @@ def test_parse_bounds_what_would_crash_or_swell_the_watcher_or_a_report_but_take
             ({**event, "ts": "2026-09-21T10:00:00"}, "has no time zone"),
             ({**event, "ts": payloads.iso_utc(now - 368 * DAY)}, "is more than 367 days before it arrived"),
             ({**event, "pad": "z" * 70_000}, "bytes, more than 65536"),
+            ({**event, "run": "r" * 129}, f"run id '{'r' * 39}... is longer than 128 characters"),
+            ({**event, "run": 7}, "'run' missing or not str"),
         ],
         "state": [
             ({**state, "ts": "9999-12-31T23:00:00Z"}, "'ts' '9999-12-31T23:00:00Z' is more than 24 h after it arrived"),
@@ -113,6 +115,10 @@ def test_parse_bounds_what_would_crash_or_swell_the_watcher_or_a_report_but_take
             with pytest.raises(Malformed) as fault:
                 parse(f"emotion-edge/hall/{leaf}", json.dumps(body).encode(), now)
             assert reason in str(fault.value)
+    long_id = "d" * 129  # the topic's level and the body's field agree, and are too long
+    with pytest.raises(Malformed, match=r"device id 'd{39}\.\.\. is longer than 128 characters"):
+        parse(f"emotion-edge/{long_id}/state", json.dumps({**state, "device": long_id}).encode(), now)
+    assert parse(f"emotion-edge/{'d' * 128}/state", json.dumps({**state, "device": "d" * 128}).encode(), now)
 
 
 def test_store_keeps_each_event_once_by_run_and_seq_else_by_content(tmp_path):

@@ -59,6 +59,7 @@ MAX_PAYLOAD = 65536  # bytes; a device's largest message here, an event, is unde
 MAX_INT = 2**53  # |track|, |seq|, |faces|: what a JSON number holds exactly, inside SQLite's 64-bit INTEGER
 MAX_LABEL = 64  # characters of an emotion or a score's label; a model's are words such as "surprise"
 MAX_SCORES = 16  # labels in ``scores``; a device sends its model's, 7
+MAX_NAME = 128  # characters of a device id or a run id; a device's are a hostname with a suffix, and 12 hex digits
 # How far ``ts`` may lie from the arrival. Before it: the outbox keeps an unacknowledged event for up to
 # mqtt.outbox_max_age (a year at most), then the broker holds it up to SESSION_EXPIRY for a named watcher,
 # and a Pi without a real-time clock runs behind until NTP sets it. After it: clock skew, or a clock set to
@@ -150,6 +151,8 @@ def parse(topic: str, payload: bytes, received: float | None = None) -> tuple[st
         raise Malformed(f"schema {_quote(body.get('schema'))}, expected 1")
     if body.get("device") != device:
         raise Malformed(f"device {_quote(body.get('device'))} does not match the topic's {_quote(device)}")
+    if len(device) > MAX_NAME:
+        raise Malformed(f"device id {_quote(device)} is longer than {MAX_NAME} characters")
     _ts(body, received)
     if leaf == "events":
         if body.get("type") not in EVENT_TYPES:
@@ -161,6 +164,8 @@ def parse(topic: str, payload: bytes, received: float | None = None) -> tuple[st
         _scores(body)
         if "seq" in body:  # the store's key, with device and run
             _need(body, "seq", int)
+        if "run" in body and len(_need(body, "run", str)) > MAX_NAME:
+            raise Malformed(f"run id {_quote(body['run'])} is longer than {MAX_NAME} characters")
     elif leaf == "state":
         _need(body, "faces", int)
         _label("emotion", _need(body, "emotion", str))
