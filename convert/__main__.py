@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training.quiet import quiet_startup
+
+quiet_startup()  # before anything imports TensorFlow
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from edge.vision.model_card import ModelCard, TensorSpec, card_path, sha256_of
 from training.data import Dataset, check_source, keras_input, load_dataset
 from training.evaluate import predict_keras
 from training.files import check_keras_file, float_model_path, load_keras_model
+from training.quiet import held_output
 from training.report import classification_report, write_evaluation
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ def quantize(model, faces: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    with held_output():  # its export prints a line per variable; the progress lines around it are convert's
+        return converter.convert()
 
 
 def convert(config: ConvertConfig) -> dict:

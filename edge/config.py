@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.identity import default_device_id
 from edge.vision.detector import DETECTORS, DetectorError, find_cascade
@@ -34,9 +34,26 @@ CONFIG_ENV = "EMOTION_EDGE_CONFIG"
 SYSTEM_CONFIG = Path("/etc/emotion-edge/config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-# MQTT topic levels: no wildcards, no separators, nothing a broker or Home Assistant would reject.
-_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TOPIC_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
+
+class Shape(NamedTuple):
+    """What a string setting must look like, and how its error line says so: a regex alone would leave the
+    message to guess which of the keys using it (one topic level, or several) it was."""
+
+    regex: re.Pattern[str]
+    wanted: str
+
+
+# MQTT topics: no wildcards, nothing a broker or Home Assistant would reject; a device id is one level.
+_CHARS = "letters, digits, '_', '-' or '.'"
+_TOPIC_LEVEL = Shape(
+    re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+    f"{_CHARS}, starting with a letter or digit (one topic level: no '/', '+', '#' or spaces)",
+)
+_TOPIC_PATH = Shape(
+    re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"),
+    f"levels of {_CHARS} joined by '/', e.g. home/emotions, each starting with a letter or digit "
+    "(no '+', '#' or spaces)",
+)
 
 
 class ConfigError(ValueError):
@@ -49,7 +66,7 @@ def setting(
     lo: float | None = None,
     hi: float | None = None,
     choices: tuple[str, ...] | None = None,
-    pattern: re.Pattern[str] | None = None,
+    pattern: Shape | None = None,
     doc: str = "",
 ) -> Any:
     """A dataclass field whose metadata says what values are valid, so one checker serves every key."""
@@ -64,15 +81,18 @@ class SourceConfig:
     spec: str = setting(
         "auto",
         doc="where frames come from: `auto` (the Pi camera if attached, else the first USB webcam), `picamera2`, "
-        "a webcam index (`0`) or device (`/dev/video0`), a video file, an image, a folder of images, "
-        "an `rtsp://` or `http://` URL",
+        "a webcam index (`0`) or device (`/dev/video0`), a video file, a folder of images (frames in name order, "
+        "`fps` apart), an image (with `loop` only: one frame is too few for a track), an `rtsp://` or `http://` "
+        "URL; photos are for `emotion-edge analyze`",
     )
     width: int = setting(640, lo=16, hi=7680, doc="capture width in pixels; faces are cropped from this resolution")
     height: int = setting(480, lo=16, hi=4320, doc="capture height in pixels")
     fps: float = setting(
         0.0, lo=0, hi=240, doc="capture rate; 0 = the source's own rate (a folder or image: 1 per second)"
     )
-    loop: bool = setting(False, doc="restart a video file or folder at its end instead of stopping")
+    loop: bool = setting(
+        False, doc="restart a video file or folder at its end instead of stopping; repeat an image as a camera would"
+    )
     realtime: bool = setting(
         False,
         doc="play a video file, folder or image at its own rate, as a camera delivers frames, instead of as fast as "
@@ -469,8 +489,8 @@ def _check(spec: dataclasses.Field, value: Any) -> Any:
         raise ValueError(f"expected a string, got {_show(value)}")
     if choices is not None and value not in choices:
         raise ValueError(f"expected one of {', '.join(choices)}, got {_show(value)}")
-    if pattern is not None and value and not pattern.match(value):
-        raise ValueError(f"expected letters, digits, '_', '-' or '.' (no '+', '#' or spaces), got {_show(value)}")
+    if pattern is not None and value and not pattern.regex.match(value):
+        raise ValueError(f"expected {pattern.wanted}, got {_show(value)}")
     return value
 
 

@@ -35,7 +35,7 @@ from edge.mqtt.summary import RollingSummary
 from edge.pause import PAUSED, PausedReader
 from edge.pipeline import FrameResult, Pipeline
 from edge.preview import LiveView, PreviewServer
-from edge.sources import FrameSource, LatestFrameReader, SourceError, open_source, redact
+from edge.sources import FolderSource, FrameSource, ImageSource, LatestFrameReader, SourceError, open_source, redact
 from edge.sources.reader import RECONNECTING, RUNNING
 from edge.systemd import Watchdog, notify
 from edge.vision.tracker import Track, TrackEvent
@@ -216,8 +216,20 @@ class Service:
         return LatestFrameReader(self._open_source, name=name, realtime=self.config.source.realtime)
 
     def _open_source(self) -> FrameSource:
+        """SourceError, too, for stills that end before a face could be published: a track starts once a face
+        was seen in ``tracker.min_hits`` frames, and an image is one frame, so `run photo.jpg` would publish
+        nothing and exit 0. Photos are what `analyze` is for; ``loop`` makes an image a stand-in camera."""
         s = self.config.source
-        return open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)
+        source = open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)
+        needed = self.config.tracker.min_hits
+        if isinstance(source, (ImageSource, FolderSource)) and not s.loop and len(source.paths) < needed:
+            source.close()
+            frames = "1 still frame" if len(source.paths) == 1 else f"{len(source.paths)} still frames"
+            raise SourceError(
+                f"{source.name}: {frames}, and a face is published once seen in tracker.min_hits ({needed}) "
+                f"frames; for photos use `emotion-edge analyze {s.spec}` (or --loop to repeat as a camera would)"
+            )
+        return source
 
     def _set_enabled(self, enabled: bool) -> None:
         """Pause (release the camera, end the live tracks) or resume (open the source again)."""

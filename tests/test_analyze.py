@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,11 @@ from edge.vision.emotions import EMOTIONS
 
 MEDIA = Path(__file__).resolve().parent / "fixtures" / "media"
 REPO = Path(__file__).resolve().parent.parent
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The error lines logged: what the command shows as `ERROR message`."""
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +131,12 @@ def test_one_image_can_be_annotated_to_an_image_path(tmp_path):
         ((str(DEMO_CLIP), "xml"), "analyze: unknown format 'xml' (use jsonl or csv)"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_code_1(args, message):
+def test_bad_input_is_one_line_and_exit_code_1(args, message, caplog):
     out, err = io.StringIO(), io.StringIO()
     assert analyze.run(*args, out=out, err=err) == 1
-    assert err.getvalue().startswith(message) and err.getvalue().count("\n") == 1
-    assert out.getvalue() == ""
+    [line] = errors(caplog)
+    assert line.startswith(message) and "\n" not in line
+    assert out.getvalue() == err.getvalue() == ""
 
 
 def test_a_broken_image_in_a_folder_is_skipped_not_fatal(tmp_path):
@@ -167,27 +174,28 @@ def outputs(tmp_path):
         (ONE_FACE, "annotate", "afile/out", "cannot create folder (Not a directory)"),
     ],
 )
-def test_a_bad_output_path_fails_before_the_analysis_in_one_line(outputs, src, option, name, reason):
-    out, err = io.StringIO(), io.StringIO()
+def test_a_bad_output_path_fails_before_the_analysis_in_one_line(outputs, src, option, name, reason, caplog):
+    out = io.StringIO()
     path = outputs / name
-    assert analyze.run(str(src), **{option: path}, out=out, err=err) == 1
-    assert err.getvalue() == f"analyze: --{option} {path}: {reason.format(dir=outputs)}\n"
+    assert analyze.run(str(src), **{option: path}, out=out, err=io.StringIO()) == 1
+    assert errors(caplog) == [f"analyze: --{option} {path}: {reason.format(dir=outputs)}"]
     assert out.getvalue() == ""  # not one frame was analysed
     assert not (outputs / "missing").exists()
 
 
 def test_a_bad_output_path_is_one_line_from_the_command_too(edge_env, tmp_path):
+    """The `LEVEL message` line every command's fatal error is (docs/commands.md), here as under systemd."""
     summary = tmp_path / "missing" / "s.json"
     done = subprocess.run(
         edge_command("analyze", str(ONE_FACE), "--summary", str(summary)),
-        env=edge_env,
+        env={**edge_env, "JOURNAL_STREAM": "8:1234"},
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr == f"analyze: --summary {summary}: folder {tmp_path / 'missing'} does not exist\n"
+    assert done.stderr == f"ERROR analyze: --summary {summary}: folder {tmp_path / 'missing'} does not exist\n"
 
 
 @pytest.mark.parametrize("suffix", reports.SUFFIXES)
@@ -202,38 +210,53 @@ def test_every_report_suffix_the_check_allows_is_written(tmp_path, suffix):
 
 
 @pytest.mark.parametrize(("failing", "kept"), [("summary", "report"), ("report", "summary")])
-def test_an_output_that_fails_at_the_end_costs_only_itself(tmp_path, failing, kept):
+def test_an_output_that_fails_at_the_end_costs_only_itself(tmp_path, failing, kept, caplog):
     """/dev/full behind a name the checks accept: a disk that fills up during the run."""
     paths = {"summary": tmp_path / "s.json", "report": tmp_path / "r.html"}
     paths[failing].symlink_to("/dev/full")
     out, err = io.StringIO(), io.StringIO()
     assert analyze.run(str(ONE_FACE), **paths, out=out, err=err) == 1
-    assert err.getvalue() == f"analyze: --{failing} {paths[failing]}: cannot write (No space left on device)\n"
+    assert errors(caplog) == [f"analyze: --{failing} {paths[failing]}: cannot write (No space left on device)"]
     assert [json.loads(line)["frame"] for line in out.getvalue().splitlines()] == [0]
     assert paths[kept].stat().st_size > 0
 
 
 @pytest.mark.parametrize("target", ["the folder", "the image"])
-def test_annotating_over_the_input_images_is_refused_and_they_stay_as_they_were(tmp_path, target):
+def test_annotating_over_the_input_images_is_refused_and_they_stay_as_they_were(tmp_path, target, caplog):
     image = tmp_path / "one_face.jpg"
     shutil.copy(ONE_FACE, image)
     original = image.read_bytes()
     src, out = (tmp_path, tmp_path) if target == "the folder" else (image, image)
-    err = io.StringIO()
-    assert analyze.run(str(src), annotate=out, out=io.StringIO(), err=err) == 1
-    assert (
-        err.getvalue() == f"analyze: --annotate {image}: is one of the inputs; writing it would replace the original\n"
-    )
+    assert analyze.run(str(src), annotate=out, out=io.StringIO(), err=io.StringIO()) == 1
+    assert errors(caplog) == [
+        f"analyze: --annotate {image}: is one of the inputs; writing it would replace the original"
+    ]
     assert image.read_bytes() == original
 
 
 @pytest.mark.parametrize("option", ["annotate", "summary"])
-def test_writing_over_the_input_video_is_refused_before_it_is_read(tmp_path, option):
+def test_writing_over_the_input_video_is_refused_before_it_is_read(tmp_path, option, caplog):
     video = tmp_path / "party.mp4"
     shutil.copy(DEMO_CLIP, video)
     original = video.read_bytes()
-    err = io.StringIO()
-    assert analyze.run(str(video), **{option: video}, out=io.StringIO(), err=err) == 1
-    message = f"analyze: --{option} {video}: is one of the inputs; writing it would replace the original\n"
-    assert err.getvalue() == message
+    assert analyze.run(str(video), **{option: video}, out=io.StringIO(), err=io.StringIO()) == 1
+    assert errors(caplog) == [
+        f"analyze: --{option} {video}: is one of the inputs; writing it would replace the original"
+    ]
     assert video.read_bytes() == original
+
+
+def test_the_summary_lists_equal_shares_in_the_canonical_order_of_the_json_summary():
+    """Four emotions a quarter each, seen in an order that is neither canonical nor alphabetical."""
+    totals = analyze.Summary("photos", EMOTIONS, 1.0)
+    for frame, emotion in enumerate(["happy", "surprise", "neutral", "angry"]):
+        totals.add({"frame": frame, "ts": float(frame), "faces": [{"track": 1, "emotion": emotion}]})
+    totals.add({"frame": 4, "ts": 4.0, "faces": [{"track": 2, "emotion": "sad"}, {"track": 3, "emotion": "fear"}]})
+    totals.add({"frame": 5, "ts": 5.0, "faces": [{"track": 2, "emotion": "happy"}]})
+    lines = totals.to_text().splitlines()
+    # a tie for predominant goes to the emotion seen first, which leads its equals; the rest are canonical
+    assert lines[2] == "track 1: 0.0-3.0 s, 4 frames, happy (happy 25%, angry 25%, surprise 25%, neutral 25%)"
+    assert lines[3] == "track 2: 4.0-5.0 s, 2 frames, sad (sad 50%, happy 50%)"
+    shares = [label for label, p in totals.to_dict()["per_track"][0]["share"].items() if p]
+    assert shares == ["angry", "happy", "surprise", "neutral"]
+    assert lines[1].startswith("overall: happy (happy 29%, angry 14%, fear 14%, sad 14%, surprise 14%, neutral 14%)")

@@ -64,8 +64,17 @@ def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
         ("[logging]\nlevel = 'loud'\n", "config.toml: logging.level: expected one of debug, info, warning, error"),
         ("[tracker]\nsmoothing = 31\n", "config.toml: tracker.smoothing: expected a number 0..30, got 31"),
         ("[source]\nloop = 'yes'\n", "config.toml: source.loop: expected true or false, got 'yes'"),
-        ("[mqtt]\ndevice_id = 'kitchen/pi'\n", "config.toml: mqtt.device_id: expected letters, digits"),
-        ("[mqtt]\ntopic_prefix = 'home/#'\n", "config.toml: mqtt.topic_prefix: expected letters, digits"),
+        (
+            "[mqtt]\ndevice_id = 'kitchen/pi'\n",
+            "config.toml: mqtt.device_id: expected letters, digits, '_', '-' or '.', starting with a letter or "
+            "digit (one topic level: no '/', '+', '#' or spaces), got 'kitchen/pi'",
+        ),
+        (  # the message names '/' among what a prefix may have, as home/emotions is accepted
+            "[mqtt]\ntopic_prefix = 'home/#'\n",
+            "config.toml: mqtt.topic_prefix: expected levels of letters, digits, '_', '-' or '.' joined by '/', "
+            "e.g. home/emotions, each starting with a letter or digit (no '+', '#' or spaces), got 'home/#'",
+        ),
+        ("[homeassistant]\ndiscovery_prefix = 'a//b'\n", "config.toml: homeassistant.discovery_prefix: expected level"),
         ("[mqtt]\ntls_ca = '/nonexistent/ca.pem'\n", "config.toml: mqtt.tls_ca: file not found: /nonexistent/ca.pem"),
         ("[classifier]\nmodel = '/nonexistent.tflite'\n", "config.toml: classifier.model: file not found"),
         ("[mqtt]\npassword = 'secret'\n", "config.toml: mqtt.password: set mqtt.username too"),
@@ -82,6 +91,13 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
         load(write(tmp_path, text), env={})
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_what_the_topic_message_names_is_accepted(tmp_path: Path) -> None:
+    """The error's own example and characters: several levels, '_', '-' and '.' in each."""
+    text = "[mqtt]\ntopic_prefix = 'home/emotions'\ndevice_id = 'hall_1.b-2'\n"
+    config = load(write(tmp_path, text), env={})
+    assert (config.mqtt.topic_prefix, config.mqtt.device_id) == ("home/emotions", "hall_1.b-2")
 
 
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:

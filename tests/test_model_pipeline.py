@@ -466,6 +466,45 @@ def test_a_small_set_that_splits_still_trains_and_converts(tmp_path):
     assert training_main(["evaluate", str(run / "model_float.keras"), str(data)]) == 0
 
 
+def test_convert_prints_its_own_progress_and_none_of_tensorflows(tmp_path):
+    """A real process: the converter printed a `Captures:` line per variable to stdout, `fully_quantize` from
+    C++ and a UserWarning to stderr, some fifty lines around convert's three."""
+    from training.model import build_model
+
+    model = tmp_path / "untrained.keras"
+    build_model((8, 16), 16).save(model)  # converts as a trained one does, without a training run
+    out = tmp_path / "models" / "m.tflite"
+    argv = [str(model), str(FER), "--out", str(out), "--max-drop", "100", "--calibration", "20"]
+    done = subprocess.run([sys.executable, "-m", "convert", *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert [line.split(" ")[:2] for line in lines] == [["INFO", "convert.quantize:"]] * 3, done.stderr
+    assert lines[0].endswith("with 21 calibration faces") and lines[2].startswith(f"INFO convert.quantize: wrote {out}")
+
+
+def test_what_tensorflow_said_is_shown_when_the_block_fails():
+    """Held, not thrown away: a conversion that fails still shows its stdout and C++ stderr, after the fact."""
+    code = (
+        "import os, sys\n"
+        "from training.quiet import held_output\n"
+        "with held_output():\n"
+        "    print('Captures:')\n"
+        "    os.write(2, b'fully_quantize: 0\\n')\n"
+        "print('after a success: nothing held is shown')\n"
+        "try:\n"
+        "    with held_output():\n"
+        "        print('Saved artifact')\n"
+        "        os.write(2, b'converter: the reason\\n')\n"
+        "        raise RuntimeError('conversion failed')\n"
+        "except RuntimeError:\n"
+        "    print('raised')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout == "after a success: nothing held is shown\nraised\n"
+    assert done.stderr == "Saved artifact\nconverter: the reason\n"
+
+
 def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
     """Each wrong path is one ERROR line at once: TensorFlow (seconds to import) is never loaded for them."""
     bad, tiny = random_bytes(tmp_path / "bad.keras"), face_folder(tmp_path / "tiny", good=1)

@@ -245,6 +245,33 @@ def test_a_camera_missing_at_boot_is_waited_for_and_what_no_retry_fixes_still_ex
         assert len(error_lines(failed)) == 1 and said in error_lines(failed)[0], failed.log
 
 
+def test_a_still_too_short_for_a_track_is_refused_pointing_at_analyze_and_looped_it_publishes(
+    broker: Broker, subscribe: Callable[..., Subscriber], service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """One photo is one frame and a track needs tracker.min_hits (2) of them: without the refusal `run photo.jpg`
+    published a state of 0 faces and exited 0. A folder of frames long enough plays, and --loop makes the
+    photo a stand-in camera, whose face is published."""
+    photo = REPO / "tests" / "fixtures" / "media" / "one_face.jpg"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "a.jpg").write_bytes(photo.read_bytes())
+    sub = subscribe(broker.port, [f"{BASE}/#"])
+    for spec in (str(photo), str(tmp_path / "one")):
+        refused = service(broker.port, "--source", spec)
+        assert refused.wait() == 1, refused.log
+        assert len(refused.lines) == 1, refused.log
+        assert refused.lines[0].endswith(
+            f"ERROR {spec}: 1 still frame, and a face is published once seen in tracker.min_hits (2) frames; "
+            f"for photos use `emotion-edge analyze {spec}` (or --loop to repeat as a camera would)"
+        ), refused.log
+    assert not sub.on(f"{BASE}/state"), "a refused start publishes nothing"
+
+    looped = service(broker.port, "--source", str(photo), "--loop", "--max-frames", "5")
+    assert looped.wait() == 0, looped.log
+    starts = [e for e in bodies(sub, "events") if e["type"] == "start"]
+    assert len(starts) == 1 and starts[0]["emotion"] in EMOTIONS, looped.log
+    assert max(s["faces"] for s in bodies(sub, "state")) == 1
+
+
 def test_a_start_failure_after_the_models_load_is_its_one_line_and_exit_code_not_an_abort(
     broker: Broker, service: Callable[..., ServiceProcess]
 ) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from training.config import PRECISIONS, TrainConfig, TrainError, changed_settings
+from training.quiet import quiet_startup
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides progress
+quiet_startup()  # before anything imports TensorFlow
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,8 @@ Entry point for the CLI::
 - ``report``: an HTML page or PNG (by the suffix) of the run: :mod:`edge.report`, needs ``[report]``.
 - Long runs show progress on ``err``: a tqdm bar on a terminal, a plain line every
   ``PROGRESS_EVERY`` seconds otherwise.
-- Returns 0, or 1 after one line on ``err`` naming the bad input (source, model, cascade, output).
+- Returns 0, or 1 after one ERROR log line (``ERROR analyze: …``, as every command's fatal error reads)
+  naming the bad input (source, model, cascade, output); ``err`` carries the summary and progress only.
   Every output path is checked before the first frame (:func:`check_output`), so a mistyped one
   does not cost the run; one that still cannot be written at the end costs only that file.
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -58,6 +60,8 @@ from edge.tools.outputs import OutputError, check_not_an_input, check_output
 from edge.vision.detector import DetectorError
 from edge.vision.model_card import ModelError
 from edge.vision.tracker import Track
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "csv")
 PROGRESS_EVERY = 10.0  # seconds between plain progress lines when stderr is not a terminal
@@ -189,19 +193,23 @@ class Summary:
     def to_text(self) -> str:
         data = self.to_dict()
 
-        def shares(share: dict[str, float]) -> str:
-            ranked = sorted(((p, label) for label, p in share.items() if p > 0), reverse=True)
-            return ", ".join(f"{label} {p:.0%}" for p, label in ranked) or "no faces"
+        def shares(part: dict[str, Any]) -> str:
+            # Largest first. Among equal shares the predominant emotion (a tie goes to the one seen first, as
+            # in the report) leads, as the line names it; the rest keep the canonical order (angry … neutral)
+            # of the JSON summary and the report's columns: ``share`` is in that order and the sort is stable.
+            top, share = part["predominant"], part["share"]
+            ranked = sorted((label for label, p in share.items() if p > 0), key=lambda e: (-share[e], e != top))
+            return ", ".join(f"{label} {share[label]:.0%}" for label in ranked) or "no faces"
 
         lines = [
             f"{data['source']}: {plural(data['frames'], 'frame')} ({data['frames_with_faces']} with faces), "
             f"{data['seconds']:.1f} s, {plural(data['tracks'], 'track')}",
-            f"overall: {data['overall']['predominant']} ({shares(data['overall']['share'])})",
+            f"overall: {data['overall']['predominant']} ({shares(data['overall'])})",
         ]
         for track in data["per_track"]:
             lines.append(
                 f"track {track['track']}: {track['first_ts']:.1f}-{track['last_ts']:.1f} s, "
-                f"{plural(track['frames'], 'frame')}, {track['predominant']} ({shares(track['share'])})"
+                f"{plural(track['frames'], 'frame')}, {track['predominant']} ({shares(track)})"
             )
         return "\n".join(lines) + "\n"
 
@@ -320,21 +328,21 @@ def run(
     err: TextIO = sys.stderr,
 ) -> int:
     if fmt not in FORMATS:
-        err.write(f"analyze: unknown format {fmt!r} (use {' or '.join(FORMATS)})\n")
+        log.error("analyze: unknown format %r (use %s)", fmt, " or ".join(FORMATS))
         return 1
     try:
         _check_outputs(summary, report)
         _check_not_the_input(src, annotate=annotate, summary=summary, report=report)
         analysis = Analysis.open(src, config)
     except (OutputError, SourceError, ModelError, DetectorError) as exc:
-        err.write(f"analyze: {exc}\n")
+        log.error("analyze: %s", exc)
         return 1
     source, labels = analysis.source, analysis.labels
     try:
         writer = open_writer(annotate, source) if annotate else None
     except OutputError as exc:
         analysis.close()
-        err.write(f"analyze: --annotate {exc}\n")
+        log.error("analyze: --annotate %s", exc)
         return 1
     records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, labels, raw=raw)
     totals = Summary(source.name, labels, source.fps)
@@ -348,10 +356,10 @@ def run(
             if writer:
                 writer.write(result.frame, draw(result.frame.image, result.tracks))
     except SourceError as exc:
-        err.write(f"analyze: {exc}\n")
+        log.error("analyze: %s", exc)
         return 1
     except OutputError as exc:
-        err.write(f"analyze: --annotate {exc}\n")
+        log.error("analyze: --annotate %s", exc)
         return 1
     except BrokenPipeError:  # `analyze clip.mp4 | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
@@ -364,12 +372,12 @@ def run(
     code = 0
     if summary:
         code |= _save(
-            "--summary", summary, lambda target: target.write_text(json.dumps(totals.to_dict(), indent=2) + "\n"), err
+            "--summary", summary, lambda target: target.write_text(json.dumps(totals.to_dict(), indent=2) + "\n")
         )
     else:
         err.write(totals.to_text())
     if report:
-        code |= _write_report(kept, source.fps, source.name, report, err)
+        code |= _write_report(kept, source.fps, source.name, report)
     return code
 
 
@@ -398,19 +406,19 @@ def _check_not_the_input(src: str, **outputs: str | Path | None) -> None:
                 raise OutputError(f"--{option} {exc}") from None
 
 
-def _save(option: str, path: str | Path, write: Callable[[Path], object], err: TextIO) -> int:
+def _save(option: str, path: str | Path, write: Callable[[Path], object]) -> int:
     """An output that fails this late (disk full, permissions) costs only itself: the records are on stdout
     already and the other outputs are still written."""
     try:
         write(Path(path))
     except OSError as exc:
-        err.write(f"analyze: {option} {path}: cannot write ({exc.strerror})\n")
+        log.error("analyze: %s %s: cannot write (%s)", option, path, exc.strerror)
         return 1
     return 0
 
 
-def _write_report(records: list[dict[str, Any]], fps: float, name: str, path: str | Path, err: TextIO) -> int:
+def _write_report(records: list[dict[str, Any]], fps: float, name: str, path: str | Path) -> int:
     def write(out: Path) -> None:
         reports.write(reports.from_records(records, fps=fps, source=name), out)
 
-    return _save("--report", path, write, err)
+    return _save("--report", path, write)
