@@ -63,13 +63,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load(args.file)
     from edge.mqtt.publisher import tls_context
     from edge.pipeline import Pipeline
+    from edge.service import open_service_source
+    from edge.sources import names_a_camera
 
     # The TLS files, the model (its card and sha256), the interpreter and the cascade are loaded as `run`
-    # loads them, so a file called OK here starts; bad TLS files are a ConfigError (exit 78), the rest
-    # ModelError/DetectorError/BackendError (exit 1).
+    # loads them, and a file source is opened as `run` opens it, so a file called OK here starts; bad TLS
+    # files are a ConfigError (exit 78), the rest ModelError/DetectorError/BackendError/SourceError (exit 1).
+    # A camera is left alone: the running service may hold it, and `run` waits for one not there yet.
     if config.mqtt.tls:
         tls_context(config.mqtt)
     Pipeline.from_config(config)
+    if not names_a_camera(config.source.spec):
+        open_service_source(config).close()
     where = config.path or "built-in defaults (no config file)"
     print(f"{where}: OK")
     if args.show:

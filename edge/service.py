@@ -216,20 +216,7 @@ class Service:
         return LatestFrameReader(self._open_source, name=name, realtime=self.config.source.realtime)
 
     def _open_source(self) -> FrameSource:
-        """SourceError, too, for stills that end before a face could be published: a track starts once a face
-        was seen in ``tracker.min_hits`` frames, and an image is one frame, so `run photo.jpg` would publish
-        nothing and exit 0. Photos are what `analyze` is for; ``loop`` makes an image a stand-in camera."""
-        s = self.config.source
-        source = open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)
-        needed = self.config.tracker.min_hits
-        if isinstance(source, (ImageSource, FolderSource)) and not s.loop and len(source.paths) < needed:
-            source.close()
-            frames = "1 still frame" if len(source.paths) == 1 else f"{len(source.paths)} still frames"
-            raise SourceError(
-                f"{source.name}: {frames}, and a face is published once seen in tracker.min_hits ({needed}) "
-                f"frames; for photos use `emotion-edge analyze {s.spec}` (or --loop to repeat as a camera would)"
-            )
-        return source
+        return open_service_source(self.config)
 
     def _set_enabled(self, enabled: bool) -> None:
         """Pause (release the camera, end the live tracks) or resume (open the source again)."""
@@ -363,6 +350,24 @@ class Service:
         self.publisher.publish(self.topics.stats, payloads.encode(body), retain=True)
         self._window = StatsWindow(started=now)
         self._stats_sent = now
+
+
+def open_service_source(config: Config) -> FrameSource:
+    """The configured source as the service opens it. SourceError, too, for stills that end before a face could
+    be published: a track starts once a face was seen in ``tracker.min_hits`` frames, and an image is one
+    frame, so `run photo.jpg` would publish nothing and exit 0. Photos are what `analyze` is for; ``loop``
+    makes an image a stand-in camera."""
+    s = config.source
+    source = open_source(s.spec, width=s.width, height=s.height, fps=s.fps, loop=s.loop)
+    needed = config.tracker.min_hits
+    if isinstance(source, (ImageSource, FolderSource)) and not s.loop and len(source.paths) < needed:
+        source.close()
+        frames = "1 still frame" if len(source.paths) == 1 else f"{len(source.paths)} still frames"
+        raise SourceError(
+            f"{source.name}: {frames}, and a face is published once seen in tracker.min_hits ({needed}) "
+            f"frames; for photos use `emotion-edge analyze {s.spec}` (or --loop to repeat as a camera would)"
+        )
+    return source
 
 
 def serve(config: Config, max_frames: int | None = None, *, discovery: bool = True) -> int:

@@ -15,6 +15,7 @@ from helpers import REPO, Broker, Subscriber, edge_command, free_port, make_pki,
 
 from edge.cli import EX_CONFIG
 from edge.tools import bench
+from edge.tools.demo import DEMO_CLIP
 
 FIXTURES = REPO / "tests" / "fixtures" / "media"
 
@@ -106,6 +107,27 @@ def test_check_config_loads_the_model_and_cascade_it_calls_ok(edge_env: dict[str
     assert "XNNPACK" not in ok.stderr, "the interpreter's start-up chatter is not shown"
     debug = edge(edge_env, "--log-level", "debug", "check-config")
     assert "DEBUG INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in debug.stderr, "but kept at debug"
+
+
+def test_check_config_opens_a_file_source_as_run_does_and_leaves_cameras_alone(
+    edge_env: dict[str, str], tmp_path: Path
+) -> None:
+    """What check-config calls OK starts: a missing clip or a lone photo fails here, as in run; a camera
+    spec is not opened (the service may hold the camera), so a machine without one still checks OK."""
+    photo = REPO / "tests" / "fixtures" / "media" / "one_face.jpg"
+    cases = {
+        str(tmp_path / "gone.mp4"): f"{tmp_path / 'gone.mp4'}: no such file, folder or camera",
+        str(photo): f"{photo}: 1 still frame, and a face is published once seen in tracker.min_hits (2) frames",
+    }
+    for spec, message in cases.items():
+        result = edge({**edge_env, "EMOTION_EDGE_SOURCE_SPEC": spec}, "check-config")
+        assert result.returncode == 1 and "OK" not in result.stdout, result.stdout + result.stderr
+        assert len(error_lines(result.stderr)) == 1 and message in result.stderr, result.stderr
+    for spec in (str(DEMO_CLIP), "/dev/video9", "rtsp://camera.invalid/stream"):
+        ok = edge({**edge_env, "EMOTION_EDGE_SOURCE_SPEC": spec}, "check-config")
+        assert ok.returncode == 0 and ok.stdout.endswith(": OK\n"), (spec, ok.stderr)
+    looped = edge({**edge_env, "EMOTION_EDGE_SOURCE_SPEC": str(photo), "EMOTION_EDGE_SOURCE_LOOP": "1"}, "check-config")
+    assert looped.returncode == 0, looped.stderr
 
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl")

@@ -30,6 +30,7 @@ __all__ = [
     "StreamSource",
     "VideoFileSource",
     "WebcamSource",
+    "names_a_camera",
     "open_source",
     "redact",
 ]
@@ -43,6 +44,8 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
     their end (a stand-in camera for demos) and is meaningless for live ones.
     """
     camera: dict[str, Any] = {"width": width, "height": height, "fps": fps}
+    if _is_stream(spec):
+        return StreamSource(spec)
     if spec == "auto":
         return _first_camera(**camera)
     if spec == "picamera2":
@@ -51,8 +54,6 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
         return WebcamSource(int(spec), **camera)
     if spec.startswith("/dev/video"):
         return WebcamSource(spec, **camera)
-    if re.match(r"^[a-z][a-z0-9+.-]*://", spec, re.IGNORECASE) and not spec.lower().startswith("file://"):
-        return StreamSource(spec)
     path = Path(spec.removeprefix("file://"))
     if path.is_dir():
         return FolderSource(path, fps=fps, loop=loop)
@@ -62,6 +63,16 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
         expected = "auto, picamera2, 0, /dev/video0, a URL or a path"
         raise SourceError(f"{spec}: no such file, folder or camera (expected {expected})")
     return VideoFileSource(path, loop=loop)
+
+
+def names_a_camera(spec: str) -> bool:
+    """Whether ``spec`` is a camera or a stream rather than a file: what ``check-config`` must not open, as the
+    running service may hold it (and a camera need not be there yet)."""
+    return spec in ("auto", "picamera2") or spec.isdigit() or spec.startswith("/dev/video") or _is_stream(spec)
+
+
+def _is_stream(spec: str) -> bool:
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*://", spec, re.IGNORECASE)) and not spec.lower().startswith("file://")
 
 
 def _first_camera(*, width: int, height: int, fps: float) -> FrameSource:
