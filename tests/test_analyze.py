@@ -118,6 +118,33 @@ def test_folder_of_stills_gives_each_image_its_own_tracks_and_annotated_copy(tmp
     assert abs(drawn).max() > 100  # a box and label were drawn
 
 
+def test_the_same_photo_twice_is_two_faces_not_one_followed_from_photo_to_photo(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(MEDIA / "one_face.jpg", tmp_path / name)
+    out = io.StringIO()
+    assert analyze.run(str(tmp_path), out=out, err=io.StringIO()) == 0
+    first, second = [json.loads(line)["faces"] for line in out.getvalue().splitlines()]
+    assert [f["track"] for f in first + second] == [1, 2]
+    assert first[0]["scores"] == second[0]["scores"], "nothing carries over from one photo to the next"
+
+
+def test_an_output_suffix_may_be_in_capitals(tmp_path):
+    report = tmp_path / "RUN.HTML"
+    assert analyze.run(str(MEDIA / "one_face.jpg"), report=report, out=io.StringIO(), err=io.StringIO()) == 0
+    assert report.read_text().startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize("option", ["annotate", "summary"])
+def test_the_input_video_by_another_name_is_not_written_over_either(tmp_path, option):
+    video = tmp_path / "party.mp4"
+    shutil.copy(DEMO_CLIP, video)
+    original = video.read_bytes()
+    (tmp_path / "sub").mkdir()
+    spelt = tmp_path / "sub" / ".." / "party.mp4"  # the same file, named as a shell or a script may name it
+    assert analyze.run(str(video), **{option: spelt}, out=io.StringIO(), err=io.StringIO()) == 1
+    assert video.read_bytes() == original
+
+
 def test_one_image_can_be_annotated_to_an_image_path(tmp_path):
     target = tmp_path / "out.png"
     assert analyze.run(str(MEDIA / "three_faces.jpg"), annotate=target, out=io.StringIO(), err=io.StringIO()) == 0

@@ -90,13 +90,17 @@ def send(sub: Subscriber, topic: str, payload: str) -> None:
     sub.client.publish(topic, payload, qos=1).wait_for_publish(5)
 
 
+def bodies(sub: Subscriber, topic: str) -> list[dict]:
+    return [json.loads(m.payload) for m in sub.on(topic)]
+
+
 def test_the_switch_pauses_and_resumes_a_running_service_and_the_state_survives_a_restart(
     tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], run_service
 ) -> None:
     base = f"{PREFIX}/testpi"
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    env = {"STATE_DIRECTORY": str(state_dir)}
+    env = {"STATE_DIRECTORY": str(state_dir), "EMOTION_EDGE_MQTT_STATS_INTERVAL": "1"}
     flags = ("--source", str(DEMO_CLIP), "--loop", "--device-id", "testpi")
     sub = subscribe(broker.port, [f"{base}/#"])
     run = run_service(broker.port, *flags, env=env)
@@ -121,6 +125,13 @@ def test_the_switch_pauses_and_resumes_a_running_service_and_the_state_survives_
     time.sleep(1.5)  # a second and a half of a 15 fps clip: nothing may be read, so nothing happens
     assert len(sub.on(f"{base}/events")) == events_while_paused
 
+    # Stats report their own period: one that began after the pause counts no frame.
+    def paused_stats() -> list[dict]:
+        return [s for s in bodies(sub, f"{base}/stats") if s["source_state"] == "paused"]
+
+    wait_until(lambda: len(paused_stats()) >= 2, 10, "two stats messages while paused")
+    assert (paused_stats()[1]["fps"], paused_stats()[1]["stages_ms"]) == (0, {}), paused_stats()[1]
+
     run.process.send_signal(signal.SIGTERM)
     assert run.wait() == 0, run.log
     again = run_service(broker.port, *flags, env=env)
@@ -131,8 +142,16 @@ def test_the_switch_pauses_and_resumes_a_running_service_and_the_state_survives_
     time.sleep(1.0)
     assert len(sub.on(f"{base}/events")) == events_while_paused, "a service started paused reads no frame"
 
+    states_before = len(sub.on(f"{base}/state"))
     send(sub, f"{base}/enabled/set", "on")  # any case
     sub.wait_for(f"{base}/enabled", lambda m: m.text == "ON" and not m.retain)
+
+    # The state says so at once, not only once a face is seen (or at the next heartbeat).
+    def unpaused() -> list[dict]:
+        return [s for s in bodies(sub, f"{base}/state")[states_before:] if not s["paused"]]
+
+    wait_until(lambda: bool(unpaused()), 10, "a state that is not paused")
+    assert unpaused()[0]["faces"] == 0, "the first state after resuming is sent before any frame is read"
     again.wait_for_log("resumed: watching")
     wait_until(lambda: len(sub.on(f"{base}/events")) > events_while_paused, 20, "events after resuming")
     assert (state_dir / "enabled").read_text().strip() == "ON"

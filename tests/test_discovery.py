@@ -207,6 +207,7 @@ def test_device_id_gets_a_machine_suffix_only_for_a_stock_hostname(tmp_path: Pat
     assert a.startswith("raspberrypi-") and b.startswith("raspberrypi-") and a != b
     assert a == identity.default_device_id("raspberrypi.local", env_one), "stable for one machine"
     assert identity.default_device_id("localhost", env_one).startswith("localhost-")
+    assert identity.default_device_id("RaspberryPi", env_one) == f"RaspberryPi-{a[-6:]}", "in any case"
     assert identity.default_device_id("kitchen-pi", env_one) == "kitchen-pi", "a chosen name stays as it is"
     assert identity.default_device_id("Living Room", env_one) == "Living-Room"
     assert identity.machine_key(env_one) != identity.machine_key(env_two)

@@ -427,6 +427,15 @@ def test_a_keras_model_of_another_shape_is_not_converted(tmp_path, caplog):
         f"{other}: not an emotion model: it takes (None, 4) and gives (None, 3), "
         "expected (None, 48, 48, 1) faces and 7 scores"
     ]
+    caplog.clear()  # one that takes faces but scores three classes is no emotion model either
+    keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]).save(other)
+    assert convert_main([str(other), str(FER), "--out", str(tmp_path / "o.tflite")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        f"{other}: not an emotion model: it takes (None, 48, 48, 1) and gives (None, 3), "
+        "expected (None, 48, 48, 1) faces and 7 scores"
+    ]
+    assert not (tmp_path / "o.tflite").exists()
 
 
 @pytest.mark.parametrize(

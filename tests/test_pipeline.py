@@ -10,18 +10,22 @@ that the pipeline reports exactly what the classifier says about the crops it wa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from helpers import read_image
 
 from edge.config import Config
 from edge.pipeline import Backfill, Pipeline, crop
-from edge.sources import open_source
+from edge.sources import Frame, open_source
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.detector import DetectorError, HaarDetector
 from edge.vision.model_card import ModelError
 from edge.vision.tracker import END, START, FaceTracker
 
+MEDIA = Path(__file__).resolve().parent / "fixtures" / "media"
 FACES_PER_FRAME = [0] + [2] * 15 + [3] * 44 + [2] * 10 + [1] * 20
 
 
@@ -146,6 +150,22 @@ def test_a_followed_face_is_not_classified_on_every_frame():
     # each face is classified when it appears, when its look changes and every reclassify (0.5 s) seconds
     assert counting.faces <= 0.4 * seen
     assert {t.id for r in results for t in r.tracks} == {1, 2, 3, 4}
+
+
+def test_a_followed_face_whose_look_changes_is_classified_again_before_reclassify_is_due():
+    pipeline = Pipeline.from_config(Config())  # reclassify 0.5 s
+    counting = CountingClassifier(pipeline.classifier)
+    pipeline.classifier = counting
+    image = read_image(MEDIA / "three_faces.jpg")
+    for n in range(3):
+        result = pipeline.process(Frame(image.copy(), None, n, n / 15))
+    assert counting.faces == 3, "each face once, when it appeared; followed and unchanged since"
+    x, y, w, h = result.tracks[0].box
+    opened = image.copy()
+    opened[y + 2 * h // 3 : y + h - h // 10, x + w // 4 : x + 3 * w // 4] = 30  # a mouth opening wide
+    after = pipeline.process(Frame(opened, None, 3, 3 / 15))  # 0.2 s on
+    assert counting.faces == 4, "the face that changed is classified again, the others not"
+    assert [t.id for t in after.tracks] == [1, 2, 3]
 
 
 def test_backfill_reports_a_confirmed_face_from_its_first_frame():

@@ -73,6 +73,24 @@ def test_frames_are_encoded_only_while_someone_watches() -> None:
     time.sleep(0.15)  # past the rate limit, so only the missing viewer can stop the next encoding
     live.frame(image, [track])
     assert live.encoded == 1
+    live.watching(+1)  # a new viewer waits for a fresh frame, not the last one from before it came
+    assert live.next_frame(0, timeout=0.05) is None
+
+
+def test_a_camera_faster_than_max_fps_is_encoded_at_max_fps() -> None:
+    live = LiveView("testpi")
+    live.watching(+1)
+    with camera(live, np.full((120, 160, 3), 90, np.uint8)):  # 50 frames a second
+        time.sleep(1.0)
+    assert 5 <= live.encoded <= preview_server.MAX_FPS + 1, live.encoded
+
+
+def test_the_status_holds_the_last_events_newest_first() -> None:
+    live = LiveView("testpi")
+    for seq in range(1, preview_server.LAST_EVENTS + 6):
+        live.event({"seq": seq, "type": "start"})
+    events = live.status()["events"]
+    assert [e["seq"] for e in events] == list(range(preview_server.LAST_EVENTS + 5, 5, -1))
 
 
 class WebDriver:
@@ -321,6 +339,8 @@ def test_every_response_forbids_sniffing_and_framing_and_names_no_python() -> No
         assert headers["X-Frame-Options"] == "DENY", (path, host)
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], (path, host)
         assert headers["Server"] == "emotion-edge", (path, host)
+    for path, host in [("/", "localhost"), ("/status.json", "localhost"), ("/stream.mjpg", "127.0.0.1")]:
+        assert answers[path, host][1]["Cache-Control"] == "no-store", path  # a stale state or frame is a wrong one
     page_policy = answers["/", "localhost"][1]["Content-Security-Policy"]
     assert "default-src 'none'" in page_policy and "script-src 'sha256-" in page_policy, page_policy
     assert "unsafe-inline" not in page_policy

@@ -293,6 +293,7 @@ def test_a_flood_of_devices_labels_and_hours_is_cut_to_a_page_saying_how_much_wa
     assert names == [*(f"d{i:03d}" for i in range(51, 150)), "photo", "overall"]  # the busiest 100, by name
     assert data["rows_left_out"] == 52 and data["table"][-1]["visits"] == data["visits_total"] == 11327
     assert len(data["visits"]) == report.MAX_VISITS_LISTED
+    assert data["visits"][-1]["t0"] == pytest.approx(now + 150 * 200, abs=0.01), "the latest are listed"
     assert len(data["labels"]) == report.MAX_LABELS and set(EMOTIONS) <= set(data["labels"])
     page = (tmp_path / "r.html").read_text()
     assert "52 more devices with less face-time than these 100 are left out of the table" in page

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from helpers import DEVICE, REPO, Broker, NotifySocket, ServiceProcess, Subscrib
 from standin_picamera2 import standin_env
 
 from edge.mqtt import payloads
-from edge.systemd import notify, watchdog_interval
+from edge.systemd import Watchdog, notify, watchdog_interval
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.emotions import EMOTIONS
 
@@ -95,6 +96,7 @@ def test_run_on_the_demo_clip_publishes_the_contract(
     stats = bodies(sub, "stats")[-1]
     assert stats["schema"] == payloads.SCHEMA and stats["frames"] > 0 and stats["fps"] > 0
     assert set(stats["stages_ms"]) == {"capture", "detect", "classify", "track", "publish"}
+    assert stats["stages_ms"]["capture"] > 0, "decoding a frame takes time: the capture stage is measured"
     assert {"frames_dropped", "queue_depth", "events_dropped", "cpu_temperature", "uptime"} <= set(stats)
     assert re.fullmatch(r"[0-9a-f]{64}", stats["model_sha256"])
     assert any(m.topic.startswith("homeassistant/device/emotion_edge_") for m in sub.messages)
@@ -297,13 +299,16 @@ def test_the_camera_password_stays_out_of_the_log_and_status_paused_or_reconnect
     for state, status in ((tmp_path, f"paused: {shown}"), (tmp_path / "fresh", f"camera lost, reconnecting: {shown}")):
         state.mkdir(exist_ok=True)
         with NotifySocket(tmp_path / "notify.sock") as systemd:
-            run = service(broker.port, "--source", url, env={**systemd.env(), "STATE_DIRECTORY": str(state)})
+            env = {**systemd.env(watchdog_usec=400_000), "STATE_DIRECTORY": str(state)}
+            run = service(broker.port, "--source", url, env=env)
             run.wait_for_line("ready in", timeout=30)
             wait_until(lambda: bool(systemd.messages), 5, "READY=1")
+            # paused, nothing can hang; reconnecting, each attempt is progress: both keep the watchdog fed
+            wait_until(lambda: len(systemd.pings()) >= 2, 10, "watchdog pings")
             run.process.send_signal(signal.SIGTERM)
             assert run.wait() == 0, run.log
         (tmp_path / "notify.sock").unlink()
-        assert systemd.statuses()[0] == status
+        assert systemd.statuses() == [status]
         assert f"source {shown}," in run.log
         assert "hunter2" not in run.log + "".join(m for _t, m in systemd.messages), run.log
 
@@ -340,6 +345,31 @@ def test_notify_helpers_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None
     assert watchdog_interval() == 15.0
 
 
+def test_the_watchdog_is_pinged_at_most_once_per_interval_on_an_abstract_socket_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop calls ping() on every pass; systemd gets a ping per half WATCHDOG_USEC, not per pass."""
+    with NotifySocket(tmp_path / "notify.sock") as systemd:
+        for key, value in systemd.env(watchdog_usec=400_000).items():
+            monkeypatch.setenv(key, value)
+        watchdog = Watchdog()
+        started = time.monotonic()
+        while time.monotonic() - started < 0.5:  # a loop far faster than the interval (0.2 s)
+            watchdog.ping()
+            time.sleep(0.001)
+        wait_until(lambda: len(systemd.pings()) >= 3, 5, "the pings")
+        time.sleep(0.1)
+        assert 3 <= len(systemd.pings()) <= 4, systemd.pings()
+    # systemd may name an abstract socket, "@" for the leading NUL byte of its address
+    name = f"emotion-edge-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as abstract:
+        abstract.bind("\0" + name)
+        abstract.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert notify("READY=1", "STATUS=watching")
+        assert abstract.recv(4096) == b"READY=1\nSTATUS=watching"
+
+
 def test_the_runtime_never_imports_tensorflow() -> None:
     code = (
         "import sys, edge.cli, edge.service, edge.mqtt.publisher, edge.mqtt.discovery, edge.pipeline\n"
@@ -362,3 +392,4 @@ def test_state_summary_takes_the_emotion_most_faces_show() -> None:
     assert (emotion, round(confidence, 3)) == ("happy", 0.7)
     assert round(scores["happy"], 3) == round(1.4 / 3, 3) and round(scores["sad"], 3) == 0.3
     assert payloads.summarize([T("sad", 0.9), T("happy", 0.6)], EMOTIONS)[0] == "sad", "ties go to confidence"
+    assert payloads.summarize([T("happy", 0.6), T("sad", 0.9)], EMOTIONS)[0] == "sad", "whichever face comes first"

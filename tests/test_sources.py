@@ -74,6 +74,22 @@ def test_looped_video_keeps_counting_so_time_never_runs_backwards():
     assert np.array_equal(frames[CLIP_FRAMES].image, frames[0].image)
 
 
+def test_a_video_damaged_in_several_places_is_read_past_each_and_said_once(tmp_path, caplog):
+    data = bytearray(DEMO_CLIP.read_bytes())
+    for start in (len(data) // 5, len(data) // 2):  # two damaged stretches, some frames apart
+        for offset in range(start, start + 3000, 7):
+            data[offset] ^= 0xFF
+    clip = tmp_path / "damaged.mp4"
+    clip.write_bytes(bytes(data))
+    source = VideoFileSource(clip)
+    with caplog.at_level(logging.WARNING, logger="edge.sources.opencv"):
+        frames = read_all(source)
+    assert source.skipped > 1 and len(frames) + source.skipped == CLIP_FRAMES, (len(frames), source.skipped)
+    assert len({f.index for f in frames}) == len(frames) and max(f.index for f in frames) < CLIP_FRAMES
+    said = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
+    assert len(said) == 1, said
+
+
 def test_image_is_one_frame_or_repeats_with_loop():
     path = MEDIA / "one_face.jpg"
     once = open_source(str(path))
@@ -226,6 +242,17 @@ def test_a_broken_picamera2_install_is_told_apart_from_a_missing_one(monkeypatch
     assert not caught.value.transient
 
 
+def test_a_camera_that_fails_to_start_is_released_so_that_the_next_attempt_can_have_it(picamera2, monkeypatch):
+    def busy(self):
+        raise RuntimeError("Failed to start camera: Device or resource busy")
+
+    monkeypatch.setattr(picamera2, "start", busy)
+    with pytest.raises(SourceError, match=r"^picamera2: cannot start camera 0 \(Failed to start camera") as caught:
+        Picamera2Source()
+    assert caught.value.transient, "another process may let go of it"
+    assert picamera2.instances[0].closed, "a camera left open is busy for every later attempt"
+
+
 def test_a_failed_picamera2_capture_is_a_source_error(picamera2, monkeypatch):
     monkeypatch.setattr(picamera2, "fail_after", (0, RuntimeError("Failed to queue buffer")))
     with pytest.raises(SourceError, match=r"^picamera2: capture failed \(Failed to queue buffer\)$"):
@@ -309,6 +336,8 @@ def test_reader_keeps_only_the_newest_live_frame_and_counts_the_rest():
     assert all(b - a >= 2 for a, b in zip(seen, seen[1:])), seen
     assert reader.dropped >= sum(b - a - 1 for a, b in zip(seen, seen[1:]))
     assert reader.queue_depth in (0, 1)
+    # closed, every frame captured was read, dropped or is the one still waiting: none is counted twice
+    assert reader.dropped == camera.reads - len(seen) - reader.queue_depth
 
 
 def test_reader_passes_every_file_frame_in_order_and_then_ends():
@@ -402,6 +431,7 @@ def test_a_flapping_camera_is_reopened_ever_more_slowly_with_four_lines_for_the_
         wait_for(lambda: "steady again" in caplog.text, "the camera steady again")
         gaps = [b - a for a, b in zip(opened, opened[1:])]
         assert all(gap >= min(0.02 * 2**i, 0.4) for i, gap in enumerate(gaps)), gaps  # 0.02, 0.04 … 0.32 s
+        assert gaps[1] < 0.3, gaps  # doubling from the initial delay, not jumping to the longest at once
         steady = cameras[-1]
         steady.vanish_after = steady.reads  # a new outage after the steady spell: the backoff starts over
         wait_for(lambda: len(opened) == 7, "the next reopen")

@@ -45,6 +45,8 @@ def test_matching_is_one_to_one_best_overlap_first():
     # both overlap the one true face; the closer one takes it, the other is a false face
     assert match(truth, [(30, 0, 100, 100), (5, 0, 100, 100)]) == [(0, 1)]
     assert match(truth, [(0, 0, 100, 100)] * 2) == [(0, 0)]
+    # and the other way round: one reported face overlapping two true ones (heads close together) is one found
+    assert match([(0, 0, 100, 100), (20, 0, 100, 100)], [(5, 0, 100, 100)]) == [(0, 0)]
 
 
 def test_frame_counts_must_agree():
@@ -58,6 +60,7 @@ def test_bad_truth_files_are_named(tmp_path):
         "notlist": '{"box": 1}',
         "nobox": '[[{"label": "happy"}]]',
         "zero": '[[{"box": [0, 0, 0, 5], "label": "happy"}]]',
+        "short": '[[{"box": [0, 0, 5], "label": "happy"}]]',
         "label": '[[{"box": [0, 0, 5, 5], "label": "bored"}]]',
     }
     for name, text in cases.items():
