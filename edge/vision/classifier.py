@@ -70,11 +70,7 @@ class EmotionClassifier:
             raise ModelError(f"{model_path}: model file not found") from None
         except OSError as exc:
             raise ModelError(f"{model_path}: cannot read model ({exc.strerror})") from None
-        if not card_path(model_path).exists():  # named after the model asked for, not a .json never typed
-            raise ModelError(
-                f"{model_path}: model card not found ({card_path(model_path)}; every .tflite needs its .json card)"
-            )
-        card = ModelCard.read(card_path(model_path))
+        card = ModelCard.of_model(model_path)
         digest = sha256_of(content)
         if digest != card.sha256:
             raise ModelError(

@@ -45,7 +45,10 @@ class ModelCard:
     info: dict[str, Any]
 
     @classmethod
-    def read(cls, path: Path) -> ModelCard:
+    def of_model(cls, model_path: Path) -> ModelCard:
+        """The card beside ``model_path``; a missing one is named after the model asked for, as the user typed
+        that, not the .json."""
+        path = card_path(model_path)
         try:
             data = json.loads(path.read_text())
             return cls(
@@ -56,7 +59,8 @@ class ModelCard:
                 info={k: v for k, v in data.items() if k not in ("labels", "sha256", "input", "output")},
             )
         except FileNotFoundError:
-            raise ModelError(f"{path}: model card not found (every .tflite needs its .json card)") from None
+            missing = f"{model_path}: model card not found ({path}; every .tflite needs its .json card)"
+            raise ModelError(missing) from None
         except KeyError as exc:
             raise ModelError(f"{path}: unreadable model card (no {exc.args[0]!r} field)") from None
         except (OSError, ValueError, TypeError) as exc:
