@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import random
 import signal
@@ -271,7 +272,7 @@ def test_watch_survives_a_malformed_message_and_a_broker_restart_losing_nothing(
     broker: Broker, broker_factory: Callable[..., Broker], watch, tmp_path
 ):
     w = watch(broker.port, tmp_path / "w.db")
-    w.wait_for_log("subscribing to emotion-edge/+/events")
+    w.wait_for_log("subscribed to emotion-edge/+/events")
     before, after = events("hall", 10, seed=1), events("hall", 10, seed=2)  # two runs of the same device
     topic = "emotion-edge/hall/events"
     client = publisher(broker.port)
@@ -287,7 +288,7 @@ def test_watch_survives_a_malformed_message_and_a_broker_restart_losing_nothing(
     broker.stop()
     w.wait_for_log("connection to the broker lost")
     broker_factory(broker.port).start()
-    w.wait_for_log("subscribing to", count=2, timeout=30)  # reconnected by itself and subscribed again
+    w.wait_for_log("subscribed to", count=2, timeout=30)  # reconnected by itself and subscribed again
     client = publisher(broker.port)
     publish_all(client, [(topic, b"\x00garbage"), *((topic, payloads.encode(b)) for b in after)])
     wait_until(lambda: w.stored() == 20, 15, "all 20 events in the database")
@@ -316,7 +317,7 @@ def test_watch_skips_what_would_crash_it_or_a_report_keeps_a_huge_one_short_and_
                      " BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END")  # fmt: skip
     store.close()
     w = watch(broker.port, db, "--client-id", "archive-1")
-    w.wait_for_log("subscribing to")
+    w.wait_for_log("subscribed to")
     good = events("hall", 5)
     now = time.time()
     state = {"schema": 1, "ts": payloads.iso_utc(now), "device": "hall", "faces": 2}
@@ -360,7 +361,7 @@ def test_watch_bounds_its_view_and_its_log_however_many_device_names_are_made_up
     topics, then says once that it stops naming them: a client making up names cannot grow either for ever."""
     broker = broker_factory(listener="allow_anonymous true\nmax_queued_messages 1000000").start()
     w = watch(broker.port, tmp_path / "w.db")
-    w.wait_for_log("subscribing to")
+    w.wait_for_log("subscribed to")
     devices = [f"d{i:04d}" for i in range(MAX_DEVICES + 100)]
     now = payloads.iso_utc(time.time())
     states: list[tuple[str, bytes | str]] = [
@@ -400,7 +401,7 @@ def test_watch_started_before_its_broker_says_so_once_then_connects_when_it_come
     assert w.process.poll() is None, w.log
     broker_factory(port).start()
     w.wait_for_log(f"MQTT: connected to 127.0.0.1:{port} after ", timeout=15)
-    assert " s away, subscribing to emotion-edge/+/events" in w.log
+    assert " s away, subscribed to emotion-edge/+/events" in w.log
     client = publisher(port)
     publish_all(client, [("emotion-edge/hall/events", payloads.encode(b)) for b in events("hall", 3)])
     wait_until(lambda: w.stored() == 3, 10, "3 events stored")
@@ -429,11 +430,47 @@ def test_watch_refused_by_the_broker_names_it_once_and_stops_on_sigint(
                                           "0 malformed messages skipped")  # fmt: skip
 
 
+def test_watch_says_which_subscription_the_broker_refuses_and_stores_what_it_may_read(
+    broker_factory: Callable[..., Broker], watch, tmp_path
+):
+    """A broker whose access control lets the watcher read events and summaries but not states: said as an
+    error naming the filter, once, and events are stored as before, rather than a fleet that looks quiet.
+    mosquitto's own ``acl_file`` grants every subscription and filters at delivery; its dynamic-security
+    plugin (in Debian's mosquitto package) answers a subscription it refuses with "Not authorized"."""
+    plugin = next(iter(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")), None)
+    if plugin is None:
+        pytest.skip("mosquitto's dynamic-security plugin is not installed")
+    allowed = [{"acltype": "subscribePattern", "topic": f"emotion-edge/+/{leaf}", "allow": True}
+               for leaf in ("events", "summary")]  # fmt: skip
+    security = tmp_path / "dynsec.json"
+    security.write_text(json.dumps({
+        "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True, "subscribe": False,
+                             "unsubscribe": True},
+        "clients": [], "groups": [{"groupname": "anonymous", "roles": [{"rolename": "watcher"}]}],
+        "roles": [{"rolename": "watcher", "acls": allowed}], "anonymousGroup": "anonymous",
+    }))  # fmt: skip
+    broker = broker_factory(
+        listener=f"allow_anonymous true\nplugin {plugin}\nplugin_opt_config_file {security}"
+    ).start()
+    w = watch(broker.port, tmp_path / "w.db")
+    w.wait_for_log("subscribed to")
+    assert (f"ERROR MQTT: broker 127.0.0.1:{broker.port} refused the subscription to emotion-edge/+/state"
+            " (Not authorized); nothing published there is stored") in w.log  # fmt: skip
+    assert "subscribed to emotion-edge/+/events, emotion-edge/+/summary" in w.log, w.log
+    client = publisher(broker.port)
+    publish_all(client, [("emotion-edge/hall/events", payloads.encode(b)) for b in events("hall", 3)])
+    wait_until(lambda: w.stored() == 3, 10, "3 events stored")
+    client.disconnect()
+    client.loop_stop()
+    stop_running(w)
+    assert w.log.count("refused the subscription") == 1, w.log
+
+
 def test_a_named_watcher_gets_what_was_published_while_it_was_stopped(broker: Broker, watch, tmp_path):
     """--client-id: the broker keeps the watcher's session (MQTT 5 session expiry) across its restart."""
     db = tmp_path / "w.db"
     first = watch(broker.port, db, "--client-id", "archive-1")
-    first.wait_for_log("subscribing to")
+    first.wait_for_log("subscribed to")
     bodies = events("hall", 6)
     client = publisher(broker.port)
     publish_all(client, [("emotion-edge/hall/events", payloads.encode(b)) for b in bodies[:3]])
@@ -469,7 +506,7 @@ def test_load_fifty_devices_into_two_grouped_watchers_store_every_event_exactly_
     a = watch(broker.port, tmp_path / "a.db", "--group", "fleet")
     b = watch(broker.port, tmp_path / "b.db", "--group", "fleet")
     for w in (a, b):
-        w.wait_for_log("subscribing to $share/fleet/emotion-edge/+/events")
+        w.wait_for_log("subscribed to $share/fleet/emotion-edge/+/events")
     time.sleep(0.3)  # the broker has both members of the group before the first message
     gen = subprocess.run(
         [*edge_command()[:2], "edge.watch.loadgen", "--port", str(broker.port), "--devices", str(devices),

@@ -234,6 +234,8 @@ class Watcher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._away = ""  # the outage the current connection ended, said once the broker grants the subscription
         self._connect_properties: Properties | None = None
         self._clean_start = not durable
         if durable:  # a named watcher's queue outlives its restarts, so nothing published meanwhile is lost
@@ -250,10 +252,21 @@ class Watcher:
             self._refused = True
             self._link.refused(reason)
             return
-        log.info("MQTT: connected to %s%s, subscribing to %s", self._link.broker, self._link.connected(),
-                 ", ".join(self.filters()))  # fmt: skip
+        self._away = self._link.connected()
         self._connected = True
         client.subscribe([(topic, self.config.qos) for topic in self.filters()])
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[Any], _p: object = None) -> None:
+        """Said on the broker's answer, not on asking: from this line on, what is published is stored; a
+        filter the broker's ACL refuses would otherwise look like a quiet fleet."""
+        filters = self.filters()
+        granted = [f for f, reason in zip(filters, reasons, strict=True) if not reason.is_failure]
+        for topic, reason in zip(filters, reasons, strict=True):
+            if reason.is_failure:
+                log.error("MQTT: broker %s refused the subscription to %s (%s); nothing published there is stored",
+                          self._link.broker, topic, reason)  # fmt: skip
+        if granted:
+            log.info("MQTT: connected to %s%s, subscribed to %s", self._link.broker, self._away, ", ".join(granted))
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
         """A connection lost, or an attempt that never became one (refused, or no CONNACK from a frozen broker)."""
