@@ -8,6 +8,7 @@ retained messages never leak from one test into another.
 from __future__ import annotations
 
 import getpass
+import json
 import secrets
 import shutil
 import socket
@@ -27,6 +28,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = "testpi"  # the device id the service tests run as
 MOSQUITTO = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else shutil.which("mosquitto")
+# mosquitto's dynamic-security plugin, in Debian's mosquitto package: an access control that refuses a
+# subscription when asked (its acl_file grants every one and withholds messages at delivery instead).
+DYNSEC = next(iter(sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))), None)
 
 
 def read_image(path: Path | str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
@@ -116,6 +120,23 @@ class NotifySocket:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def refusing_subscriptions(tmp: Path, allowed: list[str]) -> str:
+    """``Broker(listener=…)`` lines for anonymous clients that may publish anything but subscribe only to the
+    ``allowed`` filters; any other subscription is answered "Not authorized"."""
+    if DYNSEC is None:
+        pytest.skip("mosquitto's dynamic-security plugin is not installed")
+    security = tmp / f"dynsec-{secrets.token_hex(3)}.json"
+    security.write_text(json.dumps({
+        "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True, "subscribe": False,
+                             "unsubscribe": True},
+        "clients": [], "groups": [{"groupname": "anonymous", "roles": [{"rolename": "reader"}]}],
+        "roles": [{"rolename": "reader",
+                   "acls": [{"acltype": "subscribePattern", "topic": t, "allow": True} for t in allowed]}],
+        "anonymousGroup": "anonymous",
+    }))  # fmt: skip
+    return f"allow_anonymous true\nplugin {DYNSEC}\nplugin_opt_config_file {security}"
 
 
 class Broker:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Broker, ServiceProcess, Subscriber, edge_command, free_port, wait_until
+from helpers import Broker, ServiceProcess, Subscriber, edge_command, free_port, refusing_subscriptions, wait_until
 
 from edge.config import load
 from edge.mqtt.commands import EnabledSwitch
@@ -183,6 +183,48 @@ def test_each_run_of_bad_commands_is_said_once_and_a_bad_one_leaves_the_wanted_v
         assert ignoring() == [f"{topics.enabled_set}: ignoring b'maybe' (expected ON or OFF)",
                               f"{topics.enabled_set}: ignoring b'nope' (expected ON or OFF)"]  # fmt: skip
         assert switch.take() is False and switch.take() is None, "OFF is wanted, once"
+    finally:
+        pub.stop()
+
+
+def test_a_command_topic_the_broker_will_not_let_it_read_is_one_error_naming_it_across_reconnections(
+    tmp_path: Path, broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber], caplog
+) -> None:
+    """A broker ACL written for the old topics (or a typo in it) refuses the switch's subscription: the
+    Detection switch would do nothing, without a word. It is said once, naming the topic, not at every
+    reconnection, and the device goes on publishing."""
+    topics = Topics.of(PREFIX, "testpi")
+    allowed = ["homeassistant/status", topics.enabled]  # not topics.enabled_set
+    broker = broker_factory(listener=refusing_subscriptions(tmp_path, allowed)).start()
+    sub = subscribe(broker.port, [topics.enabled])
+    empty = tmp_path / "config.toml"
+    empty.write_text("")
+    config = load(
+        empty, env={}, overrides={"mqtt.port": broker.port, "mqtt.host": "127.0.0.1", "mqtt.device_id": "testpi"}
+    )
+    pub = MqttPublisher(config.mqtt, topics.availability)
+    EnabledSwitch(pub, topics, None).attach()
+    pub.subscribe("homeassistant/status", lambda *_: None)
+    refused = lambda: [r for r in caplog.records if "refused the subscription" in r.getMessage()]  # noqa: E731
+    pub.start()
+    try:
+        wait_until(lambda: bool(refused()), 10, "the refusal said")
+        assert [(r.levelname, r.getMessage()) for r in refused()] == [
+            (
+                "ERROR",
+                f"MQTT: broker 127.0.0.1:{broker.port} refused the subscription to {topics.enabled_set}"
+                " (Unspecified error); messages there do not reach the service",
+            )
+        ]  # MQTT 3.1.1 gives no reason
+        sub.wait_for(topics.enabled, lambda m: m.text == "ON")
+        broker.stop()
+        wait_until(lambda: not pub.connected, 10, "the connection lost")
+        broker.start()
+        wait_until(lambda: pub.reconnects == 1, 15, "connected again")
+        again = subscribe(broker.port, [topics.enabled])
+        again.wait_for(topics.enabled, lambda m: m.text == "ON")  # published after the subscriptions were asked
+        time.sleep(0.5)  # the broker has answered them again
+        assert len(refused()) == 1, "said once, not at every reconnection"
     finally:
         pub.stop()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import random
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from helpers import REPO, Broker, edge_command, free_port, wait_until
+from helpers import REPO, Broker, edge_command, free_port, refusing_subscriptions, wait_until
 
 from edge.mqtt import payloads
 from edge.mqtt.summary import SummaryWindow
@@ -434,24 +433,9 @@ def test_watch_says_which_subscription_the_broker_refuses_and_stores_what_it_may
     broker_factory: Callable[..., Broker], watch, tmp_path
 ):
     """A broker whose access control lets the watcher read events and summaries but not states: said as an
-    error naming the filter, once, and events are stored as before, rather than a fleet that looks quiet.
-    mosquitto's own ``acl_file`` grants every subscription and filters at delivery; its dynamic-security
-    plugin (in Debian's mosquitto package) answers a subscription it refuses with "Not authorized"."""
-    plugin = next(iter(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")), None)
-    if plugin is None:
-        pytest.skip("mosquitto's dynamic-security plugin is not installed")
-    allowed = [{"acltype": "subscribePattern", "topic": f"emotion-edge/+/{leaf}", "allow": True}
-               for leaf in ("events", "summary")]  # fmt: skip
-    security = tmp_path / "dynsec.json"
-    security.write_text(json.dumps({
-        "defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True, "subscribe": False,
-                             "unsubscribe": True},
-        "clients": [], "groups": [{"groupname": "anonymous", "roles": [{"rolename": "watcher"}]}],
-        "roles": [{"rolename": "watcher", "acls": allowed}], "anonymousGroup": "anonymous",
-    }))  # fmt: skip
-    broker = broker_factory(
-        listener=f"allow_anonymous true\nplugin {plugin}\nplugin_opt_config_file {security}"
-    ).start()
+    error naming the filter, once, and events are stored as before, rather than a fleet that looks quiet."""
+    allowed = ["emotion-edge/+/events", "emotion-edge/+/summary"]
+    broker = broker_factory(listener=refusing_subscriptions(tmp_path, allowed)).start()
     w = watch(broker.port, tmp_path / "w.db")
     w.wait_for_log("subscribed to")
     assert (f"ERROR MQTT: broker 127.0.0.1:{broker.port} refused the subscription to emotion-edge/+/state"

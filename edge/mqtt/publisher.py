@@ -138,6 +138,9 @@ class MqttPublisher:
         self._closing = False  # stop() is done with the connection: the sender ends
         self._link = Link(config, meanwhile=", events kept in the outbox")
         self._subscriptions: dict[str, MessageCallback] = {}
+        self._sub_lock = threading.Lock()
+        self._asked: dict[int, str] = {}  # subscription mid -> topic, until the broker answers
+        self._refused: set[str] = set()  # topics whose refusal was said, until one is granted again
         self._connect_hooks: list[Callable[[], None]] = []
         self.reconnects = 0
         self.connected_once = threading.Event()
@@ -154,6 +157,7 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         return client
 
     @property
@@ -200,7 +204,28 @@ class MqttPublisher:
         self._subscriptions[topic] = callback
         self._client.message_callback_add(topic, lambda _c, _u, msg: callback(msg.topic, bytes(msg.payload)))
         if self._connected:
-            self._client.subscribe(topic, qos=self._config.qos)
+            self._subscribe(self._client, topic)
+
+    def _subscribe(self, client: mqtt.Client, topic: str) -> None:
+        with self._sub_lock:  # the broker's answer waits here until its mid is known
+            _rc, mid = client.subscribe(topic, qos=self._config.qos)
+            if mid is not None:
+                self._asked[mid] = topic
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int, reasons: list[Any], _props: Any) -> None:
+        """A subscription the broker's access control refuses (mosquitto's dynamic security does) would leave
+        the Detection switch or Home Assistant's restarts unheard without a word: said once per topic."""
+        with self._sub_lock:
+            topic = self._asked.pop(mid, None)
+        if topic is None or not reasons:
+            return
+        if not reasons[0].is_failure:
+            self._refused.discard(topic)
+        elif topic not in self._refused:
+            self._refused.add(topic)
+            c = self._config
+            log.error("MQTT: broker %s:%d refused the subscription to %s (%s); messages there do not reach the"
+                      " service", c.host, c.port, topic, reasons[0])  # fmt: skip
 
     def stop(self, timeout: float = 1.5) -> None:
         """Send what is waiting and ``offline`` (retained), then disconnect; gives up after ``timeout``
@@ -308,8 +333,10 @@ class MqttPublisher:
         if self.connected_once.is_set():
             self.reconnects += 1
         self._set_retry_delay(client)
+        with self._sub_lock:
+            self._asked.clear()  # answers the last connection still owed never come
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=c.qos)
+            self._subscribe(client, topic)
         with self._cond:
             if not self._stopped:  # "online" first, before what was retained while away
                 online = _Retained(self._availability, ONLINE, c.qos)
