@@ -86,9 +86,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from edge.mqtt.forget import forget
 
     config = load(args.config)
-    cleared = forget(config)
-    log.info("forget: cleared %d retained topics of %s on %s:%d", len(cleared), config.mqtt.device_id,
-             config.mqtt.host, config.mqtt.port)  # fmt: skip
+    done = forget(config)
+    log.info("forget: cleared %d retained topics of %s on %s:%d, and %d more it may have left unseen (none there,"
+             " or not readable by this user)", len(done.found), config.mqtt.device_id, config.mqtt.host,
+             config.mqtt.port, len(done.unseen))  # fmt: skip
     return 0
 
 

@@ -81,9 +81,9 @@ class SourceConfig:
     spec: str = setting(
         "auto",
         doc="where frames come from: `auto` (the Pi camera if attached, else the first USB webcam), `picamera2`, "
-        "a webcam index (`0`) or device (`/dev/video0`), a video file, a folder of images (frames in name order, "
-        "`fps` apart), an image (with `loop` only: one frame is too few for a track), an `rtsp://` or `http://` "
-        "URL; photos are for `emotion-edge analyze`",
+        "a webcam index (`0`) or device (`/dev/video0`, or its stable name under `/dev/v4l/by-id/`), a video file, "
+        "a folder of images (frames in name order, `fps` apart), an image (with `loop` only: one frame is too few "
+        "for a track), an `rtsp://` or `http://` URL; photos are for `emotion-edge analyze`",
     )
     width: int = setting(640, lo=16, hi=7680, doc="capture width in pixels; faces are cropped from this resolution")
     height: int = setting(480, lo=16, hi=4320, doc="capture height in pixels")

@@ -231,8 +231,8 @@ class Service:
         else:
             self.reader.close(timeout=0.3)
             self.reader = PausedReader(self.reader.name)
-            self._file_clock.clear()  # reopened, a file plays from its start again
             self._publish_events(self.pipeline.tracker.close(self._last_ts), self._last_ts)
+            self._file_clock.clear()  # reopened, a file plays from its start again
             log.info("paused: camera released")
         self.switch.applied(enabled)
         self._publish_state()

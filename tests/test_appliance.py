@@ -13,9 +13,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Broker, ServiceProcess, Subscriber, edge_command, free_port, refusing_subscriptions, wait_until
+from helpers import (
+    Broker,
+    ServiceProcess,
+    Subscriber,
+    edge_command,
+    free_port,
+    port_open,
+    refusing_subscriptions,
+    wait_until,
+)
 
 from edge.config import load
+from edge.mqtt import discovery
 from edge.mqtt.commands import EnabledSwitch
 from edge.mqtt.payloads import Topics
 from edge.mqtt.publisher import MqttPublisher
@@ -203,8 +213,9 @@ def test_a_command_topic_the_broker_will_not_let_it_read_is_one_error_naming_it_
         empty, env={}, overrides={"mqtt.port": broker.port, "mqtt.host": "127.0.0.1", "mqtt.device_id": "testpi"}
     )
     pub = MqttPublisher(config.mqtt, topics.availability)
-    EnabledSwitch(pub, topics, None).attach()
-    pub.subscribe("homeassistant/status", lambda *_: None)
+    EnabledSwitch(pub, topics, None).attach()  # subscribes first, so its answer comes first
+    heard: list[bytes] = []
+    pub.subscribe("homeassistant/status", lambda _topic, payload: heard.append(payload))
     refused = lambda: [r for r in caplog.records if "refused the subscription" in r.getMessage()]  # noqa: E731
     pub.start()
     try:
@@ -221,9 +232,12 @@ def test_a_command_topic_the_broker_will_not_let_it_read_is_one_error_naming_it_
         wait_until(lambda: not pub.connected, 10, "the connection lost")
         broker.start()
         wait_until(lambda: pub.reconnects == 1, 15, "connected again")
-        again = subscribe(broker.port, [topics.enabled])
-        again.wait_for(topics.enabled, lambda m: m.text == "ON")  # published after the subscriptions were asked
-        time.sleep(0.5)  # the broker has answered them again
+
+        def births_heard() -> bool:  # once one is, the broker has answered the switch's subscription again
+            sub.client.publish("homeassistant/status", "online")
+            return bool(heard)
+
+        wait_until(births_heard, 10, "a birth message heard on the new connection")
         assert len(refused()) == 1, "said once, not at every reconnection"
     finally:
         pub.stop()
@@ -247,6 +261,36 @@ def test_forget_leaves_no_retained_topic_of_the_device(
     held = {m.topic for m in before.messages if m.retain and m.payload}
     assert f"cleared {len(held)} retained topics of testpi" in done.stderr  # what was there, no more
     after = subscribe(broker.port, ["#"])
+    time.sleep(1.0)  # a fresh subscriber receives every retained message at once
+    assert [m.topic for m in after.messages if m.retain] == []
+
+
+def test_forget_clears_what_an_acl_lets_it_write_but_not_read_back(
+    tmp_path: Path, broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber],
+    edge_env: dict[str, str],
+) -> None:  # fmt: skip
+    """watch.md's ACL lets a device write its topics and its discovery but read only its command topic: forget,
+    run as the device, sees nothing retained and must clear them all the same, or the Pi stays in Home
+    Assistant. The broker's second listener, without an ACL, seeds and checks."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic write #\n")  # anonymous clients of the first listener: write only
+    open_port = free_port()
+    broker = broker_factory(
+        listener=f"allow_anonymous true\nacl_file {acl}\nlistener {open_port} 127.0.0.1\nallow_anonymous true"
+    ).start()
+    wait_until(lambda: port_open(open_port), 10, "the open listener")
+    config = tmp_path / "forget.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ndevice_id = "testpi"\n')
+    cfg = load(config, env={})
+    held = [discovery.discovery_topic(cfg), discovery.legacy_topics(cfg)[0], f"{PREFIX}/testpi/state",
+            f"{PREFIX}/testpi/availability"]  # fmt: skip
+    seeder = subscribe(open_port, ["unused"])
+    for topic in held:
+        seeder.client.publish(topic, "x", qos=1, retain=True).wait_for_publish(5)
+    done = subprocess.run(edge_command("forget", "--config", str(config)), env=edge_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "cleared 0 retained topics of testpi" in done.stderr, done.stderr  # it could see none
+    after = subscribe(open_port, ["#"])
     time.sleep(1.0)  # a fresh subscriber receives every retained message at once
     assert [m.topic for m in after.messages if m.retain] == []
 

@@ -348,6 +348,7 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, capsys):
         ("--learning-rate", "-1", "'-1': expected a number at least 0"),
         ("--erase", "5", "'5': expected a number 0..1"),
         ("--batch-size", "x", "'x' is not a whole number"),
+        ("--val-fraction", "1", "'1': expected a number 0.01..0.99"),  # all validation, nothing to train on
     ],
 )
 def test_a_number_out_of_range_is_a_usage_line_before_a_run_folder_is_made(tmp_path, capsys, flag, value, message):
@@ -533,6 +534,8 @@ def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
         ["train", str(FER), "--run-dir", str(tmp_path / "r3"), "--init", str(bad)],
         ["train", str(FER), "--run-dir", str(tmp_path / "file")],
         ["evaluate", str(bad), str(FER)],
+        ["soup", str(shipped), "--run-dir", str(tmp_path / "s1")],
+        ["soup", str(shipped), str(tmp_path / "missing.keras"), "--run-dir", str(tmp_path / "s2")],
     ]
     code = (
         "import sys\n"
@@ -547,7 +550,7 @@ def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
     assert done.stdout.split("] ")[1].strip() == "False"
     assert done.stdout.startswith(str([1] * (len(convert_cases) + len(training_cases))))
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
-    assert [line.split(":")[0] for line in errors] == ["ERROR convert"] * 6 + ["ERROR training"] * 5
+    assert [line.split(":")[0] for line in errors] == ["ERROR convert"] * 6 + ["ERROR training"] * 7
     assert errors == [
         f"ERROR convert: {tmp_path / 'missing.keras'}: float model not found (train first, or name a .keras file)",
         f"ERROR convert: {bad}: not a Keras model (not a zip archive, as .keras files are)",
@@ -562,9 +565,11 @@ def test_bad_paths_are_refused_before_tensorflow_loads(tmp_path):
         f"ERROR training: {bad}: not a Keras model (not a zip archive, as .keras files are)",
         f"ERROR training: {tmp_path / 'file'}: --run-dir is not a folder",
         f"ERROR training: {bad}: not a Keras model (not a zip archive, as .keras files are)",
+        "ERROR training: a soup needs at least two models",
+        f"ERROR training: {tmp_path / 'missing.keras'}: model file not found",
     ]
     assert "Traceback" not in done.stderr
-    assert not any((tmp_path / name).exists() for name in ("o.tflite", "r1", "r2", "r3"))
+    assert not any((tmp_path / name).exists() for name in ("o.tflite", "r1", "r2", "r3", "s1", "s2"))
 
 
 def test_the_shipped_int8_model_scores_the_mean_of_a_face_and_its_mirror():

@@ -145,7 +145,8 @@ def test_a_file_replayed_in_real_time_dates_its_events_as_a_camera_would(
     assert len(visits) >= 3 and max(end["duration"] for _, end in visits) > 1.0, events
     for start, end in visits:
         wall = (parse_ts(end["ts"]) - parse_ts(start["ts"])).total_seconds()
-        assert abs(wall - end["duration"]) < 0.25, (start, end)
+        # never sooner than the visit lasted; later only by what a loaded machine lags behind the clip
+        assert -0.25 < wall - end["duration"] < 1.0, (start, end)
 
 
 def test_the_ready_line_names_the_interpreter_threads_the_setting_resolved_to(
@@ -354,12 +355,13 @@ def test_the_watchdog_is_pinged_at_most_once_per_interval_on_an_abstract_socket_
             monkeypatch.setenv(key, value)
         watchdog = Watchdog()
         started = time.monotonic()
-        while time.monotonic() - started < 0.5:  # a loop far faster than the interval (0.2 s)
+        while time.monotonic() - started < 1.0:  # a loop far faster than the interval (0.2 s)
             watchdog.ping()
             time.sleep(0.001)
         wait_until(lambda: len(systemd.pings()) >= 3, 5, "the pings")
         time.sleep(0.1)
-        assert 3 <= len(systemd.pings()) <= 4, systemd.pings()
+        # at 0, 0.2 … 1.0 s: 6 at most; a loaded machine's late passes may push the later ones out
+        assert 3 <= len(systemd.pings()) <= 6, systemd.pings()
     # systemd may name an abstract socket, "@" for the leading NUL byte of its address
     name = f"emotion-edge-test-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as abstract:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument(
         "--val-fraction",
-        type=float,
+        type=_number(float, 0.01, 0.99),
         default=defaults.val_fraction,
         help="validation share when the data has no test split (default: %(default)s)",
     )
@@ -263,12 +263,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _soup(args: argparse.Namespace) -> int:
-    from training.files import check_keras_file, float_model_path
+    from training.files import soup_sources
 
-    for path in map(float_model_path, args.models):  # before TensorFlow's seconds of start-up
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: model file not found")
-        check_keras_file(path)
+    soup_sources(args.models)  # before TensorFlow's seconds of start-up
     from training.soup import soup
 
     soup(args.models, Path(args.run_dir))

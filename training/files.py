@@ -14,6 +14,7 @@ import zlib
 from pathlib import Path
 
 from edge.vision.model_card import ModelError
+from training.config import TrainError
 
 FLOAT_MODEL = "model_float.keras"
 # What every .keras archive Keras 3 writes holds: the graph, and the weights in one of two forms.
@@ -51,6 +52,19 @@ def check_keras_file(path: Path) -> None:
         raise ModelError(f"{path}: not a Keras model (a zip archive without {' and '.join(missing)})")
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelError(f"{path}: not a Keras model (its config.json describes no model)")
+
+
+def soup_sources(sources: list[str]) -> list[Path]:
+    """The float models a soup of ``sources`` (run folders or .keras files) averages, each checked to be there
+    and to look like a model; TrainError for fewer than two."""
+    if len(sources) < 2:
+        raise TrainError("a soup needs at least two models")
+    paths = [float_model_path(source) for source in sources]
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: model file not found")
+        check_keras_file(path)
+    return paths
 
 
 def load_keras_model(path: Path, **options):

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.vision.model_card import sha256_of
 from training.config import TrainError
-from training.files import FLOAT_MODEL, float_model_path, load_keras_model
+from training.files import FLOAT_MODEL, load_keras_model, soup_sources
 from training.train import save_float_model
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,7 @@ def mean_weights(models: list[keras.Model], names: list[str]) -> list[np.ndarray
 def soup(sources: list[str], out: Path) -> dict:
     """Write the soup of ``sources`` (run folders or .keras files) as ``out``/model_float.keras, with a
     report naming each ingredient and its sha256, so that ``convert out`` ships it with its record."""
-    if len(sources) < 2:
-        raise TrainError("a soup needs at least two models")
-    paths = [float_model_path(source) for source in sources]
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: model file not found")
+    paths = soup_sources(sources)
     models = [load_keras_model(path) for path in paths]
     weights = mean_weights(models, [str(path) for path in paths])
     models[0].set_weights(weights)

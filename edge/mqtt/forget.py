@@ -2,9 +2,10 @@
 
 Run by ``setup.sh --uninstall`` after the service has stopped. Retained messages outlive their
 publisher, so without this a removed Pi would stay in Home Assistant (its discovery) and in every
-dashboard (its last state, ``offline``) for ever. It subscribes to ``<prefix>/<device>/#`` to find
-what is there, whatever the version that left it, then clears those topics, the discovery topic and
-the older per-entity discovery topics with empty retained payloads.
+dashboard (its last state, ``offline``) for ever. It subscribes to ``<prefix>/<device>/#`` and the
+discovery topics to find what is there, whatever the version that left it, and clears those with empty
+retained payloads; and clears every topic this version or an older one may have left, seen or not, because
+an access control that lets a device write its topics need not let it read them back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
@@ -30,11 +32,18 @@ class ForgetError(RuntimeError):
     """The broker could not be reached or refused us; the message names it."""
 
 
-def forget(config: Config, timeout: float = 10.0) -> list[str]:
-    """Clear the device's retained topics; returns the topics cleared. Raises ForgetError."""
+@dataclass(frozen=True)
+class Forgotten:
+    found: list[str]  # retained topics the broker showed, cleared
+    unseen: list[str]  # topics the device may have left that it did not show (none there, or not readable), cleared
+
+
+def forget(config: Config, timeout: float = 10.0) -> Forgotten:
+    """Clear the device's retained topics. Raises ForgetError."""
     c = config.mqtt
-    base = Topics.of(c.topic_prefix, c.device_id).base
-    # its own topics and its discovery, today's and older versions': only those the broker holds are cleared
+    topics = Topics.of(c.topic_prefix, c.device_id)
+    base = topics.base
+    known = [*topics.retained, discovery_topic(config), *legacy_topics(config)]
     wanted = [f"{base}/#", discovery_topic(config), *legacy_topics(config)]
     found: set[str] = set()
     subscribed = threading.Event()
@@ -68,8 +77,8 @@ def forget(config: Config, timeout: float = 10.0) -> list[str]:
         if not subscribed.wait(timeout):
             raise ForgetError(f"MQTT: broker {c.host}:{c.port} did not grant the subscription to {base}/#")
         time.sleep(SETTLE)
-        topics = sorted(found)
-        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in topics]
+        forgotten = Forgotten(sorted(found), [topic for topic in known if topic not in found])
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in [*forgotten.found, *forgotten.unseen]]
         deadline = time.monotonic() + timeout
         while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -78,6 +87,6 @@ def forget(config: Config, timeout: float = 10.0) -> list[str]:
     finally:
         client.disconnect()
         client.loop_stop()
-    for topic in topics:
+    for topic in forgotten.found:
         log.info("cleared %s", topic)
-    return topics
+    return forgotten

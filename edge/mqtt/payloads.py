@@ -59,6 +59,12 @@ class Topics:
         """Where ``ON``/``OFF`` commands arrive (edge.mqtt.commands)."""
         return f"{self.enabled}/set"
 
+    @property
+    def retained(self) -> tuple[str, ...]:
+        """What may hold a retained message of this device: its own, and a command someone left retained."""
+        return (self.availability, self.state, self.stats, self.camera, self.summary, self.scores, self.enabled,
+                self.enabled_set)  # fmt: skip
+
 
 class TrackLike(Protocol):
     """What edge.vision.tracker's Track and TrackEvent share and the payloads read."""

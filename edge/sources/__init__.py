@@ -52,7 +52,7 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
         return Picamera2Source(**camera)
     if spec.isdigit():
         return WebcamSource(int(spec), **camera)
-    if spec.startswith("/dev/video"):
+    if spec.startswith("/dev/"):  # /dev/video0, or a stable name such as /dev/v4l/by-id/usb-…-video-index0
         return WebcamSource(spec, **camera)
     path = Path(spec.removeprefix("file://"))
     if path.is_dir():
@@ -68,7 +68,7 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
 def names_a_camera(spec: str) -> bool:
     """Whether ``spec`` is a camera or a stream rather than a file: what ``check-config`` must not open, as the
     running service may hold it (and a camera need not be there yet)."""
-    return spec in ("auto", "picamera2") or spec.isdigit() or spec.startswith("/dev/video") or _is_stream(spec)
+    return spec in ("auto", "picamera2") or spec.isdigit() or spec.startswith("/dev/") or _is_stream(spec)
 
 
 def _is_stream(spec: str) -> bool:

@@ -63,6 +63,8 @@ def _demo_broker(config: Config) -> Iterator[None]:
                 threading.Event().wait(0.05)
             if broker.poll() is not None:
                 raise ConnectionError(f"{mosquitto} exited at start (code {broker.returncode})")
+            if not _port_open(mqtt.host, mqtt.port):
+                raise ConnectionError(f"{mosquitto} started but did not listen on port {mqtt.port} in 5 s")
             log.info("demo: no broker on %s; started mosquitto on port %d for the demo", asked, mqtt.port)
             yield
         finally:

@@ -259,9 +259,9 @@ class Watcher:
     def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: list[Any], _p: object = None) -> None:
         """Said on the broker's answer, not on asking: from this line on, what is published is stored; a
         filter the broker's ACL refuses would otherwise look like a quiet fleet."""
-        filters = self.filters()
-        granted = [f for f, reason in zip(filters, reasons, strict=True) if not reason.is_failure]
-        for topic, reason in zip(filters, reasons, strict=True):
+        filters = self.filters()  # answered in the order asked; a broker answering fewer is not trusted with more
+        granted = [f for f, reason in zip(filters, reasons, strict=False) if not reason.is_failure]
+        for topic, reason in zip(filters, reasons, strict=False):
             if reason.is_failure:
                 log.error("MQTT: broker %s refused the subscription to %s (%s); nothing published there is stored",
                           self._link.broker, topic, reason)  # fmt: skip
