@@ -43,6 +43,9 @@ class Shape(NamedTuple):
     wanted: str
 
 
+MQTT_STRING = 65535  # bytes an MQTT string holds (client id, user name, password): longer ones crash the client
+MAX_NAME = 128  # characters of a device id (and an event's run id) that `watch` stores
+
 # MQTT topics: no wildcards, nothing a broker or Home Assistant would reject; a device id is one level.
 _CHARS = "letters, digits, '_', '-' or '.'"
 _TOPIC_LEVEL = Shape(
@@ -67,10 +70,12 @@ def setting(
     hi: float | None = None,
     choices: tuple[str, ...] | None = None,
     pattern: Shape | None = None,
+    longest: int | None = None,
     doc: str = "",
 ) -> Any:
-    """A dataclass field whose metadata says what values are valid, so one checker serves every key."""
-    meta = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "doc": doc}
+    """A dataclass field whose metadata says what values are valid, so one checker serves every key;
+    ``longest`` bounds a string's UTF-8 bytes."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "longest": longest, "doc": doc}
     return field(default=default, metadata=meta)
 
 
@@ -218,10 +223,12 @@ class MqttConfig:
     host: str = setting("localhost", doc="broker host name or address")
     port: int = setting(1883, lo=1, hi=65535, doc="broker port (8883 is usual for TLS)")
     client_id: str = setting(
-        "", doc="MQTT client id; empty = `emotion-edge-<device_id>-<6 random hex>`, new on every start"
+        "",
+        longest=MQTT_STRING,
+        doc="MQTT client id; empty = `emotion-edge-<device_id>-<6 random hex>`, new on every start",
     )
-    username: str = setting("", doc="broker user; empty = anonymous")
-    password: str = setting("", doc="broker password")
+    username: str = setting("", longest=MQTT_STRING, doc="broker user; empty = anonymous")
+    password: str = setting("", longest=MQTT_STRING, doc="broker password")
     tls: bool = setting(
         False, doc="use TLS; implied by `tls_ca`/`tls_cert`; with no `tls_ca` the system's CA certificates are used"
     )
@@ -245,6 +252,7 @@ class MqttConfig:
     device_id: str = setting(
         "",
         pattern=_TOPIC_LEVEL,
+        longest=MAX_NAME,
         doc="topic level naming this device; empty = the hostname, plus a suffix from /etc/machine-id for a stock "
         "name such as raspberrypi",
     )
@@ -473,7 +481,7 @@ def _parse(text: str, kind: type) -> Any:
 def _check(spec: dataclasses.Field, value: Any) -> Any:
     """Return the value in the key's type or raise ValueError("expected …, got …")."""
     kind = type(spec.default)
-    lo, hi, choices, pattern = (spec.metadata[k] for k in ("lo", "hi", "choices", "pattern"))
+    lo, hi, choices, pattern, longest = (spec.metadata[k] for k in ("lo", "hi", "choices", "pattern", "longest"))
     span = f" {_num(lo)}..{_num(hi)}" if lo is not None else ""
     if kind is bool:
         if not isinstance(value, bool):
@@ -491,7 +499,21 @@ def _check(spec: dataclasses.Field, value: Any) -> Any:
         raise ValueError(f"expected one of {', '.join(choices)}, got {_show(value)}")
     if pattern is not None and value and not pattern.regex.match(value):
         raise ValueError(f"expected {pattern.wanted}, got {_show(value)}")
+    if longest is not None and len(size := value.encode("utf-8", "surrogateescape")) > longest:
+        raise ValueError(f"expected at most {longest} bytes, got {len(size)}")
     return value
+
+
+def check_topic_level(text: str) -> str:
+    """``text`` if it can be one MQTT topic level (as a device id is), else ValueError saying what it must be."""
+    if not _TOPIC_LEVEL.regex.match(text):
+        raise ValueError(f"expected {_TOPIC_LEVEL.wanted}, got {_show(text)}")
+    return text
+
+
+def check_client_id(text: str) -> str:
+    """``text`` if it can be an MQTT client id, else ValueError."""
+    return _check(next(f for f in dataclasses.fields(MqttConfig) if f.name == "client_id"), text)
 
 
 def _num(x: float) -> str:
@@ -543,11 +565,13 @@ def describe() -> list[tuple[str, Any, str, str]]:
 
 def _meaning(f: dataclasses.Field) -> str:
     """The key's doc with the values it accepts, as the checker enforces them."""
-    lo, hi, choices = (f.metadata[k] for k in ("lo", "hi", "choices"))
+    lo, hi, choices, longest = (f.metadata[k] for k in ("lo", "hi", "choices", "longest"))
     if choices:
         return f"{f.metadata['doc']} (one of {', '.join(f'`{c}`' for c in choices)})"
     if lo is not None:
         return f"{f.metadata['doc']} ({_num(lo)}..{_num(hi)})"
+    if longest is not None:
+        return f"{f.metadata['doc']} (at most {longest} bytes)"
     return f.metadata["doc"]
 
 

@@ -248,15 +248,19 @@ def test_an_output_that_fails_at_the_end_costs_only_itself(tmp_path, failing, ke
     assert paths[kept].stat().st_size > 0
 
 
-@pytest.mark.parametrize("target", ["the folder", "the image"])
+@pytest.mark.parametrize("target", ["the folder", "the image", "a hard link to the image"])
 def test_annotating_over_the_input_images_is_refused_and_they_stay_as_they_were(tmp_path, target, caplog):
     image = tmp_path / "one_face.jpg"
     shutil.copy(ONE_FACE, image)
     original = image.read_bytes()
     src, out = (tmp_path, tmp_path) if target == "the folder" else (image, image)
+    if target == "a hard link to the image":
+        out = tmp_path / "linked.jpg"
+        out.hardlink_to(image)  # another name of the same file: writing it writes the photo
     assert analyze.run(str(src), annotate=out, out=io.StringIO(), err=io.StringIO()) == 1
+    named = image if target == "the folder" else out
     assert errors(caplog) == [
-        f"analyze: --annotate {image}: is one of the inputs; writing it would replace the original"
+        f"analyze: --annotate {named}: is one of the inputs; writing it would replace the original"
     ]
     assert image.read_bytes() == original
 

@@ -77,6 +77,19 @@ def test_watch_refuses_a_refresh_that_is_no_positive_number_of_seconds(
     assert not (tmp_path / "w.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [  # 100000 threads crashed the interpreter, 10**20 frames hung the bench before its first line
+        (["--classifier", "--threads", "100000"], "argument --threads: expected a whole number 1..64, got '100000'"),
+        (["--frames", "1" + "0" * 20], "argument --frames: expected a whole number 1..100000, got '1" + "0" * 20),
+        (["--classifier", "--faces", "0"], "argument --faces/--n: expected a whole number 1..100000, got '0'"),
+    ],
+)
+def test_bench_refuses_counts_it_cannot_time_in_a_usage_line(edge_env: dict[str, str], args, message) -> None:
+    result = edge(edge_env, "bench", *args, timeout=30)
+    assert result.returncode == 2 and message in result.stderr.splitlines()[-1], result.stderr
+
+
 def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_78(edge_env: dict[str, str], tmp_path: Path) -> None:
     latin1 = tmp_path / "config.toml"
     latin1.write_bytes('[mqtt]\nhost = "café.lan"\n'.encode("latin-1"))  # saved by an editor in Latin-1

@@ -84,6 +84,11 @@ def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
         ("[tracker]\nsmoothing = -0.5\n", "config.toml: tracker.smoothing: expected a number 0..30, got -0.5"),
         ("mqtt = 3\n", "config.toml: mqtt: expected a [mqtt] table, got 3"),
         ("[mqtt\n", "config.toml: not valid TOML"),
+        (  # MQTT holds 65535 bytes: a longer id crashed paho's thread and lost the events it carried
+            f"[mqtt]\nclient_id = '{'x' * 70000}'\n",
+            "config.toml: mqtt.client_id: expected at most 65535 bytes, got 70000",
+        ),
+        (f"[mqtt]\ndevice_id = '{'d' * 129}'\n", "config.toml: mqtt.device_id: expected at most 128 bytes, got 129"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -467,6 +467,20 @@ def test_a_named_watcher_gets_what_was_published_while_it_was_stopped(broker: Br
     assert second.stop() == 0
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--group", "a/b", "expected letters, digits"),  # would be group a, on topics b/emotion-edge/…
+        ("--client-id", "x" * 70000, "expected at most 65535 bytes, got 70000"),
+    ],
+)
+def test_watch_refuses_a_group_or_client_id_mqtt_cannot_carry_in_a_usage_line(edge_env, flag, value, message):
+    done = subprocess.run(edge_command("watch", "--mqtt-port", "1", flag, value), env=edge_env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and f"argument {flag}: {message}" in done.stderr.splitlines()[-1], done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_watch_refuses_a_database_it_cannot_read_with_one_line(edge_env, tmp_path):
     bad = tmp_path / "notes.db"
     bad.write_text("not a database\n" * 100)

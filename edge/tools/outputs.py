@@ -41,7 +41,9 @@ def check_output(path: str | Path, suffixes: Sequence[str] = (), *, make_folders
 
 def check_not_an_input(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
     """OutputError if an output is one of the inputs: writing it would destroy what is being read."""
+    inputs = list(inputs)
     sources = {p.resolve() for p in inputs}
     for out in outputs:
-        if out.resolve() in sources:
+        # by path, and by file: a hard link is the same file under another name
+        if out.resolve() in sources or (out.exists() and any(src.exists() and out.samefile(src) for src in inputs)):
             raise OutputError(f"{out}: is one of the inputs; writing it would replace the original")

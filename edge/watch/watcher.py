@@ -41,7 +41,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.config import MqttConfig
+from edge.config import MAX_NAME, MqttConfig
 from edge.mqtt.link import Link
 from edge.mqtt.publisher import make_client
 from edge.watch.live import DeviceView, printable, render_lines, render_table
@@ -59,7 +59,6 @@ MAX_PAYLOAD = 65536  # bytes; a device's largest message here, an event, is unde
 MAX_INT = 2**53  # |track|, |seq|, |faces|: what a JSON number holds exactly, inside SQLite's 64-bit INTEGER
 MAX_LABEL = 64  # characters of an emotion or a score's label; a model's are words such as "surprise"
 MAX_SCORES = 16  # labels in ``scores``; a device sends its model's, 7
-MAX_NAME = 128  # characters of a device id or a run id; a device's are a hostname with a suffix, and 12 hex digits
 # How far ``ts`` may lie from the arrival. Before it: the outbox keeps an unacknowledged event for up to
 # mqtt.outbox_max_age (a year at most), then the broker holds it up to SESSION_EXPIRY for a named watcher,
 # and a Pi without a real-time clock runs behind until NTP sets it. After it: clock skew, or a clock set to
