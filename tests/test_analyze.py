@@ -16,6 +16,7 @@ import pytest
 from helpers import edge_command
 
 from edge import report as reports
+from edge.sources import VideoFileSource
 from edge.tools import analyze
 from edge.tools.demo import DEMO_CLIP
 from edge.vision.emotions import EMOTIONS
@@ -88,7 +89,8 @@ def test_annotated_video_is_readable_and_complete(clip_jsonl):
 def test_summary_file_has_predominant_emotions_and_shares(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     assert analyze.run(str(DEMO_CLIP), "jsonl", None, tmp_path / "summary.json", None, out=out, err=err) == 0
-    assert err.getvalue() == ""
+    said = [line for line in err.getvalue().splitlines() if not line.startswith("analyze: frame ")]
+    assert said == [], "the summary goes to the file; a slow machine's progress lines are all stderr has"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["frames"], summary["tracks"]) == (90, 4)
     seen = [t["frames"] for t in summary["per_track"]]
@@ -275,6 +277,34 @@ def test_writing_over_the_input_video_is_refused_before_it_is_read(tmp_path, opt
         f"analyze: --{option} {video}: is one of the inputs; writing it would replace the original"
     ]
     assert video.read_bytes() == original
+
+
+def test_an_annotated_photo_into_a_missing_folder_is_refused_as_the_summary_is(tmp_path, caplog):
+    missing = tmp_path / "missing" / "annotated.jpg"
+    assert analyze.run(str(ONE_FACE), annotate=missing, out=io.StringIO(), err=io.StringIO()) == 1
+    assert errors(caplog) == [f"analyze: --annotate {missing}: folder {missing.parent} does not exist"]
+    assert not missing.parent.exists()
+
+
+def test_a_video_that_fails_halfway_leaves_the_annotated_file_it_would_replace_as_it_was(tmp_path, caplog):
+    """The annotated video is written beside its name and moved there only when the run completes."""
+    full = tmp_path / "full.avi"  # MJPG frames: cut in the middle, the frame count still says 90
+    source = VideoFileSource(DEMO_CLIP)
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter.fourcc(*"MJPG"), source.fps, (640, 480))
+    while (frame := source.read()) is not None:
+        writer.write(frame.image)
+    writer.release()
+    source.close()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    keep = tmp_path / "keep.avi"
+    keep.write_bytes(b"last week's annotated video")
+    assert analyze.run(str(cut), annotate=keep, out=io.StringIO(), err=io.StringIO()) == 1
+    assert errors(caplog) and "unreadable from frame" in errors(caplog)[0], errors(caplog)
+    assert keep.read_bytes() == b"last week's annotated video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.avi", "full.avi", "keep.avi"], "nothing half-written"
+    assert analyze.run(str(DEMO_CLIP), annotate=keep, out=io.StringIO(), err=io.StringIO()) == 0
+    assert cv2.VideoCapture(str(keep)).get(cv2.CAP_PROP_FRAME_COUNT) == 90
 
 
 def test_the_summary_lists_equal_shares_in_the_canonical_order_of_the_json_summary():

@@ -347,6 +347,7 @@ def run(
     records = JsonlWriter(out) if fmt == "jsonl" else CsvWriter(out, labels, raw=raw)
     totals = Summary(source.name, labels, source.fps)
     kept: list[dict[str, Any]] = []
+    failed = True  # until the frames are all read: a half-written video is not kept
     try:
         for result, record in analysis.frames(raw=raw, err=err):
             records.write(record)
@@ -355,6 +356,7 @@ def run(
                 kept.append(record)
             if writer:
                 writer.write(result.frame, draw(result.frame.image, result.tracks))
+        failed = False
     except SourceError as exc:
         log.error("analyze: %s", exc)
         return 1
@@ -363,11 +365,18 @@ def run(
         return 1
     except BrokenPipeError:  # `analyze clip.mp4 | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        failed = False
         return 0
     finally:
         analysis.close()
         if writer:
-            writer.close()
+            try:
+                writer.close(complete=not failed)
+            except OutputError as exc:
+                log.error("analyze: --annotate %s", exc)
+                failed = True
+    if failed:
+        return 1
     out.flush()
     code = 0
     if summary:

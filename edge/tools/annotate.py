@@ -52,15 +52,17 @@ def draw(image: np.ndarray, tracks: list[Track]) -> np.ndarray:
 class FrameWriter(Protocol):
     def write(self, frame: Frame, image: np.ndarray) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, *, complete: bool = True) -> None: ...
 
 
 class VideoWriter:
     """A video at the source's rate; the codec follows the file name (.avi MJPG, .mp4 MPEG-4 part 2),
-    both of which every OpenCV build with FFmpeg can write and play back."""
+    both of which every OpenCV build with FFmpeg can write and play back. It is written beside its name
+    and moved there when complete: a run that fails halfway leaves a file of that name as it was."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = check_output(path, tuple(VIDEO_CODECS))
+        self._partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # the suffix picks the container
         self._fourcc = cv2.VideoWriter.fourcc(*VIDEO_CODECS[path.suffix.lower()])
         self._fps = fps if fps > 0 else 15.0
         self._writer: cv2.VideoWriter | None = None
@@ -68,14 +70,23 @@ class VideoWriter:
     def write(self, frame: Frame, image: np.ndarray) -> None:
         if self._writer is None:  # the size is known only from the first frame
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), self._fourcc, self._fps, (width, height))
+            self._writer = cv2.VideoWriter(str(self._partial), self._fourcc, self._fps, (width, height))
             if not self._writer.isOpened():
                 raise OutputError(f"{self.path}: cannot write video")
         self._writer.write(image)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
+    def close(self, *, complete: bool = True) -> None:
+        """Release the video; in place when ``complete``, else removed."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        try:
+            if complete:
+                self._partial.replace(self.path)
+            else:
+                self._partial.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write video ({exc.strerror})") from None
 
 
 class ImageWriter:
@@ -87,11 +98,13 @@ class ImageWriter:
         self._file = out if len(paths) == 1 and out.suffix.lower() in IMAGE_SUFFIXES else None
         self._out = out
         check_not_an_input([self._target(p) for p in paths], paths)
-        target = self._file.parent if self._file else out
-        try:
-            target.mkdir(parents=True, exist_ok=True)
+        if self._file:
+            check_output(self._file)
+            return
+        try:  # a folder of annotated copies is made, as `cp -r` would
+            out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{target}: cannot create folder ({exc.strerror})") from None
+            raise OutputError(f"{out}: cannot create folder ({exc.strerror})") from None
 
     def _target(self, source: Path) -> Path:
         return self._file or self._out / source.name
@@ -101,7 +114,7 @@ class ImageWriter:
         if not cv2.imwrite(str(path), image):
             raise OutputError(f"{path}: cannot write image")
 
-    def close(self) -> None:
+    def close(self, *, complete: bool = True) -> None:
         """Every image is complete once written."""
 
 
