@@ -162,6 +162,18 @@ def test_a_database_of_another_schema_version_is_refused_naming_the_file(tmp_pat
         Store(tmp_path / "missing.db", readonly=True)
 
 
+def test_another_programs_database_is_refused_and_left_exactly_as_it_was(tmp_path):
+    path = tmp_path / "notes.db"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE events (what TEXT); INSERT INTO events VALUES ('dentist at 3');")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"notes\.db: not a database of emotion-edge watch \(it holds tables events\)"):
+        Store(path)
+    assert path.read_bytes() == before, "not switched to WAL or touched otherwise"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"], "no -wal or -shm file left beside it"
+
+
 def test_live_table_shows_faces_emotion_since_and_rate():
     view = live.DeviceView("hall")
     view.seen_state({"ts": "2026-09-21T10:00:00.000Z", "faces": 2, "emotion": "happy"})

@@ -114,9 +114,10 @@ class Store:
                 # Autocommit: each insert is its own transaction, committed before paho acknowledges
                 # the message, so what the broker considers delivered is on disk.
                 self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            self._check_schema(readonly)  # before anything is changed: another program's database stays as it is
+            if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut loses at most the last commits
-            self._check_schema(readonly)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot use database ({exc})") from None
 
@@ -126,11 +127,15 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")  # two watchers starting together: one creates, one waits
             try:
                 if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    tables = [row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                    if tables:
+                        raise StoreError(f"{self.path}: not a database of emotion-edge watch (it holds tables "
+                                         f"{', '.join(sorted(tables)[:5])})")  # fmt: skip
                     for statement in filter(str.strip, _TABLES.split(";")):
                         self.db.execute(statement)
                     self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 self.db.execute("COMMIT")
-            except sqlite3.Error:
+            except (sqlite3.Error, StoreError):
                 self.db.execute("ROLLBACK")
                 raise
             version = SCHEMA_VERSION
