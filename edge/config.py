@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edge.identity import default_device_id
+from edge.identity import MACHINE_ID_ENV, default_device_id
 from edge.vision.detector import DETECTORS, DetectorError, find_cascade
 from edge.vision.litert import BACKENDS
 
@@ -31,6 +31,9 @@ else:  # pragma: no cover - exercised on Python 3.9/3.10 Pis only
 
 ENV_PREFIX = "EMOTION_EDGE_"
 CONFIG_ENV = "EMOTION_EDGE_CONFIG"
+# Variables of the prefix that are no setting: the config file, edge.identity's machine id file, setup.sh's
+# Pi detection, and the tests' screenshot target. Any other one that names no section is a typo.
+OTHER_VARIABLES = frozenset({CONFIG_ENV, MACHINE_ID_ENV, "EMOTION_EDGE_PI", "EMOTION_EDGE_SCREENSHOT"})
 SYSTEM_CONFIG = Path("/etc/emotion-edge/config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -417,15 +420,16 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
-    """EMOTION_EDGE_<SECTION>_<KEY>; a variable naming a known section but no key of it is an error
-    (a typo), EMOTION_EDGE_CONFIG names the file itself."""
+    """EMOTION_EDGE_<SECTION>_<KEY>; any other variable of the prefix is an error naming it (a typo such as
+    EMOTION_EDGE_MQQT_HOST would otherwise be a setting silently not made), but OTHER_VARIABLES."""
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
         if section is None:
-            continue
+            word = rest.split("_")[0]
+            raise ConfigError(f"{name}: {word}: unknown section{_suggest(word, SECTIONS)}")
         key = rest[len(section) + 1 :]
         _apply(config, {section: {key: environ[name]}}, name, parse=True)
 

@@ -111,6 +111,11 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
         load(write(tmp_path, ""), env={"EMOTION_EDGE_MQTT_PORT": "x"})
     with pytest.raises(ConfigError, match=r"^EMOTION_EDGE_MQTT_HOTS: mqtt\.hots: unknown key; did you mean host\?$"):
         load(write(tmp_path, ""), env={"EMOTION_EDGE_MQTT_HOTS": "x"})
+    # a misspelt section, which was silently no setting at all
+    with pytest.raises(ConfigError, match=r"^EMOTION_EDGE_MQQT_HOST: mqqt: unknown section; did you mean mqtt\?$"):
+        load(write(tmp_path, ""), env={"EMOTION_EDGE_MQQT_HOST": "broker"})
+    others = {"EMOTION_EDGE_PI": "yes", "EMOTION_EDGE_MACHINE_ID_FILE": str(tmp_path / "id")}  # setup.sh's, identity's
+    assert load(write(tmp_path, ""), env=others).mqtt.host == "localhost"
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
