@@ -149,6 +149,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.classifier:
         bench.run_classifier(args.model, backend=args.backend, threads=args.threads, n=args.faces)
+    elif args.model:  # the pipeline's model is the config's; timing the default instead would mislead
+        log.error("bench: --model applies to --classifier; the pipeline takes [classifier] model from --config")
+        return 2
     else:
         bench.run(args.src, load(args.config) if args.config else None, frames=args.frames, truth=args.truth)
     return 0

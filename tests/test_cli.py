@@ -90,6 +90,14 @@ def test_bench_refuses_counts_it_cannot_time_in_a_usage_line(edge_env: dict[str,
     assert result.returncode == 2 and message in result.stderr.splitlines()[-1], result.stderr
 
 
+def test_bench_of_the_pipeline_refuses_a_model_it_would_not_time(edge_env: dict[str, str]) -> None:
+    result = edge(edge_env, "bench", "--model", "other.tflite", timeout=30)
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    [line] = error_lines(result.stderr)
+    assert line.endswith("ERROR bench: --model applies to --classifier; the pipeline takes [classifier] model from"
+                         " --config"), result.stderr  # fmt: skip
+
+
 def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_78(edge_env: dict[str, str], tmp_path: Path) -> None:
     latin1 = tmp_path / "config.toml"
     latin1.write_bytes('[mqtt]\nhost = "café.lan"\n'.encode("latin-1"))  # saved by an editor in Latin-1
