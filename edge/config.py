@@ -543,6 +543,13 @@ def _finish(config: Config) -> None:
         value = getattr(getattr(config, section), key)
         if value and not Path(value).is_file():
             raise ConfigError(f"{_where(config, name)}: {name}: file not found: {value}")
+    if mqtt.outbox:  # else a journal that cannot be opened keeps events in memory only, lost at a stop
+        outbox, where = Path(mqtt.outbox), _where(config, "mqtt.outbox")
+        above = next(p for p in outbox.parents if p.exists())
+        if outbox.is_dir():
+            raise ConfigError(f"{where}: mqtt.outbox: {outbox} is a folder; name the journal's file in it")
+        if not above.is_dir():
+            raise ConfigError(f"{where}: mqtt.outbox: {above} is not a folder")
     if config.detector.cascade:
         where = _where(config, "detector.cascade")
         try:

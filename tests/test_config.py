@@ -84,6 +84,8 @@ def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
         ("[tracker]\nsmoothing = -0.5\n", "config.toml: tracker.smoothing: expected a number 0..30, got -0.5"),
         ("mqtt = 3\n", "config.toml: mqtt: expected a [mqtt] table, got 3"),
         ("[mqtt\n", "config.toml: not valid TOML"),
+        ("[mqtt]\noutbox = '/tmp'\n", "config.toml: mqtt.outbox: /tmp is a folder; name the journal's file in it"),
+        ("[mqtt]\noutbox = '/proc/version/o.db'\n", "config.toml: mqtt.outbox: /proc/version is not a folder"),
         (  # MQTT holds 65535 bytes: a longer id crashed paho's thread and lost the events it carried
             f"[mqtt]\nclient_id = '{'x' * 70000}'\n",
             "config.toml: mqtt.client_id: expected at most 65535 bytes, got 70000",
