@@ -97,6 +97,8 @@ def test_parse_bounds_what_would_crash_or_swell_the_watcher_or_a_report_but_take
             ({**event, "pad": "z" * 70_000}, "bytes, more than 65536"),
             ({**event, "run": "r" * 129}, f"run id '{'r' * 39}... is longer than 128 characters"),
             ({**event, "run": 7}, "'run' missing or not str"),
+            ({**event, "box": [1]}, "'box' is [1], not 4 pixel counts [x, y, width, height]"),
+            ({**event, "box": [1, 2, 3, -4]}, "'box' is [1, 2, 3, -4], not 4 pixel counts"),
         ],
         "state": [
             ({**state, "ts": "9999-12-31T23:00:00Z"}, "'ts' '9999-12-31T23:00:00Z' is more than 24 h after it arrived"),

@@ -111,6 +111,15 @@ def _scores(body: Mapping[str, Any]) -> None:
             raise Malformed(f"score {_quote(label)} is {_quote(p)}, not a number from 0 to 1")
 
 
+def _box(body: Mapping[str, Any]) -> None:
+    """An event's face box, if it has one (older versions sent none): x, y, width, height in pixels."""
+    if "box" not in body:
+        return
+    box = body["box"]
+    if not (isinstance(box, list) and len(box) == 4 and all(type(v) is int and 0 <= v <= MAX_INT for v in box)):
+        raise Malformed(f"'box' is {_quote(box)}, not 4 pixel counts [x, y, width, height]")
+
+
 def _ts(body: Mapping[str, Any], received: float) -> None:
     text = _need(body, "ts", str)
     try:
@@ -161,6 +170,7 @@ def parse(topic: str, payload: bytes, received: float | None = None) -> tuple[st
         _number(body, "confidence", 1)
         _number(body, "duration", MAX_DURATION)
         _scores(body)
+        _box(body)
         if "seq" in body:  # the store's key, with device and run
             _need(body, "seq", int)
         if "run" in body and len(_need(body, "run", str)) > MAX_NAME:
