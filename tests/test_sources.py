@@ -91,6 +91,15 @@ def test_a_video_damaged_in_several_places_is_read_past_each_and_said_once(tmp_p
     assert len(said) == 1, said
 
 
+def test_a_photo_under_a_video_name_is_taken_for_the_photo_it_is(tmp_path):
+    renamed = tmp_path / "holiday.mp4"
+    shutil.copy(MEDIA / "one_face.jpg", renamed)
+    for spec, kind in ((renamed, ImageSource), (DEMO_CLIP, VideoFileSource)):
+        source = open_source(str(spec))
+        assert isinstance(source, kind), spec
+        source.close()
+
+
 def test_image_is_one_frame_or_repeats_with_loop():
     path = MEDIA / "one_face.jpg"
     once = open_source(str(path))

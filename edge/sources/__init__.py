@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.images import IMAGE_SUFFIXES, FolderSource, ImageSource
 from edge.sources.opencv import StreamSource, VideoFileSource, WebcamSource, redact
@@ -57,7 +59,8 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
     path = Path(spec.removeprefix("file://"))
     if path.is_dir():
         return FolderSource(path, fps=fps, loop=loop)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    # by its name, or by its first bytes: a photo renamed .mp4 is one frame, not a video that ends at once
+    if path.suffix.lower() in IMAGE_SUFFIXES or (path.is_file() and cv2.haveImageReader(str(path))):
         return ImageSource(path, fps=fps, loop=loop)
     if not path.exists():
         expected = "auto, picamera2, 0, /dev/video0, a URL or a path"
