@@ -398,9 +398,8 @@ def load(
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+    try:  # an editor's byte-order mark (Windows Notepad writes one) is no TOML, and no reason to refuse
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:

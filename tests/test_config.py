@@ -120,6 +120,12 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     assert load(write(tmp_path, ""), env=others).mqtt.host == "localhost"
 
 
+def test_a_byte_order_mark_before_the_settings_is_no_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf[mqtt]\nport = 1999\n")
+    assert load(path, env={}).mqtt.port == 1999
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"absent\.toml: config file not found"):
         load(tmp_path / "absent.toml", env={})
