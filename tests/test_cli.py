@@ -252,6 +252,17 @@ def test_demo_prints_what_a_subscriber_receives_and_leaves_nothing_retained(
     assert [m.topic for m in late.messages if m.payload] == [], "the demo clears what it retained"
 
 
+def test_demo_against_a_broker_that_refuses_it_says_why_in_one_line(
+    edge_env: dict[str, str], broker_factory: Callable[..., Broker]
+) -> None:
+    broker = broker_factory(listener="allow_anonymous false").start()
+    result = edge(edge_env, "demo", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), timeout=30)
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert [line.split(" ", 1)[1] for line in error_lines(result.stderr)] == [
+        f"ERROR demo: broker 127.0.0.1:{broker.port} refused the connection: Not authorized"
+    ], result.stderr
+
+
 def test_demo_starts_its_own_broker_when_none_listens(edge_env: dict[str, str]) -> None:
     port = free_port()
     result = edge(edge_env, "demo", "--mqtt-host", "localhost", "--mqtt-port", str(port))

@@ -82,14 +82,26 @@ class _Printer:
         self.count = 0
         self.offline = threading.Event()
         subscribed = threading.Event()
+        refused: list[str] = []
+
+        def on_connect(client: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+            if reason.is_failure:  # said at once, not after the subscription's wait
+                refused.append(str(reason))
+                subscribed.set()
+            else:
+                client.subscribe(f"{topics.base}/#", qos=1)
+
         self.client = make_client(config.mqtt, f"{config.mqtt.client_id}-viewer")
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{topics.base}/#", qos=1)
+        self.client.on_connect = on_connect
         self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
         self.client.loop_start()
-        if not subscribed.wait(10):
-            raise ConnectionError(f"could not subscribe on {config.mqtt.host}:{config.mqtt.port}")
+        broker = f"{config.mqtt.host}:{config.mqtt.port}"
+        if not subscribed.wait(10) or refused:
+            self.client.loop_stop()
+            why = f"refused the connection: {refused[0]}" if refused else "did not answer the subscription in 10 s"
+            raise ConnectionError(f"broker {broker} {why}")
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         if msg.retain:  # left by an earlier run: not something this run published
