@@ -159,6 +159,22 @@ def test_missing_webcam_and_dead_stream_are_named_with_the_password_masked_and_w
     assert missing.value.transient and caught.value.transient, "plugged in or booted later, they will open"
 
 
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no RAM disk at /dev/shm here")
+def test_a_clip_on_the_ram_disk_is_a_file_and_dev_null_a_device_not_a_file():
+    folder = Path("/dev/shm") / f"emotion-edge-test-{time.monotonic_ns()}"
+    folder.mkdir()
+    try:
+        clip = folder / "clip.mp4"
+        shutil.copy(DEMO_CLIP, clip)
+        assert not names_a_camera(str(clip)), "check-config must open it to check it"
+        source = open_source(str(clip))
+        assert isinstance(source, VideoFileSource) and len(read_all(source)) == CLIP_FRAMES
+        source.close()
+    finally:
+        shutil.rmtree(folder)
+    assert names_a_camera("/dev/null"), "a character device is opened as a camera, never as a video file"
+
+
 @pytest.mark.parametrize(
     ("url", "why"), [("rtsp://admin:secret@cam:554x/live", "Port could not be cast"), ("rtsp:///live", "no host")]
 )

@@ -9,7 +9,9 @@ thread (newest frame only, reconnect with backoff).
 from __future__ import annotations
 
 import glob
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,7 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
         return Picamera2Source(**camera)
     if spec.isdigit():
         return WebcamSource(int(spec), **camera)
-    if spec.startswith("/dev/"):  # /dev/video0, or a stable name such as /dev/v4l/by-id/usb-…-video-index0
+    if _is_camera_device(spec):
         return WebcamSource(spec, **camera)
     path = Path(spec.removeprefix("file://"))
     if path.is_dir():
@@ -71,7 +73,18 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
 def names_a_camera(spec: str) -> bool:
     """Whether ``spec`` is a camera or a stream rather than a file: what ``check-config`` must not open, as the
     running service may hold it (and a camera need not be there yet)."""
-    return spec in ("auto", "picamera2") or spec.isdigit() or spec.startswith("/dev/") or _is_stream(spec)
+    return spec in ("auto", "picamera2") or spec.isdigit() or _is_camera_device(spec) or _is_stream(spec)
+
+
+def _is_camera_device(spec: str) -> bool:
+    """/dev/video0, a stable name such as /dev/v4l/by-id/usb-…-video-index0 (either may not be plugged in
+    yet), or another character device; a clip on a RAM disk (/dev/shm/clip.mp4) is a file."""
+    if spec.startswith(("/dev/video", "/dev/v4l/")):
+        return True
+    try:
+        return spec.startswith("/dev/") and stat.S_ISCHR(os.stat(spec).st_mode)
+    except OSError:
+        return False
 
 
 def _is_stream(spec: str) -> bool:
