@@ -227,6 +227,33 @@ def test_a_bad_output_path_is_one_line_from_the_command_too(edge_env, tmp_path):
     assert done.stderr == f"ERROR analyze: --summary {summary}: folder {tmp_path / 'missing'} does not exist\n"
 
 
+@pytest.mark.parametrize("files", [True, False])
+def test_a_reader_that_stops_early_costs_no_file_and_no_error(edge_env, tmp_path, files):
+    """`analyze clip.mp4 --annotate out.avi | head -1`: the video and summary still come out whole."""
+    video, summary = tmp_path / "out.avi", tmp_path / "s.json"
+    outputs = ["--annotate", str(video), "--summary", str(summary)] if files else []
+    process = subprocess.Popen(
+        edge_command("analyze", str(DEMO_CLIP), *outputs),
+        env=edge_env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and json.loads(process.stdout.readline())["frame"] == 0
+    process.stdout.close()  # as head does once it has its line
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and "Traceback" not in err and "ERROR" not in err, err
+    if files:
+        assert json.loads(summary.read_text())["frames"] == 90
+        source = VideoFileSource(video)
+        frames = 0
+        while source.read() is not None:
+            frames += 1
+        source.close()
+        assert frames == 90
+
+
 @pytest.mark.parametrize("suffix", reports.SUFFIXES)
 def test_every_report_suffix_the_check_allows_is_written(tmp_path, suffix):
     report, summary = tmp_path / f"run{suffix}", tmp_path / "summary.json"

@@ -348,9 +348,13 @@ def run(
     totals = Summary(source.name, labels, source.fps)
     kept: list[dict[str, Any]] = []
     failed = True  # until the frames are all read: a half-written video is not kept
+    listened = True  # False once a reader of the records has gone: `analyze clip.mp4 | head`
     try:
         for result, record in analysis.frames(raw=raw, err=err):
-            records.write(record)
+            if listened:
+                listened = _write_record(records, record, out)
+                if not (listened or writer or summary or report):
+                    break  # the reader has all it wanted, and no file waits for the rest
             totals.add(record)
             if report:
                 kept.append(record)
@@ -363,10 +367,6 @@ def run(
     except OutputError as exc:
         log.error("analyze: --annotate %s", exc)
         return 1
-    except BrokenPipeError:  # `analyze clip.mp4 | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-        failed = False
-        return 0
     finally:
         analysis.close()
         if writer:
@@ -377,7 +377,8 @@ def run(
                 failed = True
     if failed:
         return 1
-    out.flush()
+    if listened:
+        _write_record(records, None, out)
     code = 0
     if summary:
         code |= _save(
@@ -388,6 +389,19 @@ def run(
     if report:
         code |= _write_report(kept, source.fps, source.name, report)
     return code
+
+
+def _write_record(records: CsvWriter | JsonlWriter, record: dict[str, Any] | None, out: TextIO) -> bool:
+    """Write ``record`` (None: flush what is written); False once the reader has gone, as ``head`` goes when it
+    has its lines: the rest is written to nothing, so that the run can finish its files and exit quietly."""
+    try:
+        if record is not None:
+            records.write(record)
+        out.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return False
+    return True
 
 
 def _check_outputs(summary: str | Path | None, report: str | Path | None) -> None:
