@@ -48,6 +48,9 @@ class Shape(NamedTuple):
 
 MQTT_STRING = 65535  # bytes an MQTT string holds (client id, user name, password): longer ones crash the client
 MAX_NAME = 128  # characters of a device id (and an event's run id) that `watch` stores
+# characters of a topic prefix: with a device id of MAX_NAME and the longest level after it, every topic stays far
+# within the 65535 bytes an MQTT topic holds, beyond which the client's thread crashes
+MAX_PREFIX = 1024
 
 # MQTT topics: no wildcards, nothing a broker or Home Assistant would reject; a device id is one level.
 _CHARS = "letters, digits, '_', '-' or '.'"
@@ -250,7 +253,10 @@ class MqttConfig:
     )
     qos: int = setting(1, lo=0, hi=2, doc="QoS of everything published")
     topic_prefix: str = setting(
-        "emotion-edge", pattern=_TOPIC_PATH, doc="first topic level(s): topics are `<topic_prefix>/<device_id>/…`"
+        "emotion-edge",
+        pattern=_TOPIC_PATH,
+        longest=MAX_PREFIX,
+        doc="first topic level(s): topics are `<topic_prefix>/<device_id>/…`"
     )
     device_id: str = setting(
         "",
@@ -294,10 +300,13 @@ class HomeAssistantConfig:
     enabled: bool = setting(
         True, doc="publish Home Assistant MQTT discovery, so the device and its sensors appear by themselves"
     )
-    discovery_prefix: str = setting("homeassistant", pattern=_TOPIC_PATH, doc="Home Assistant's discovery prefix")
+    discovery_prefix: str = setting(
+        "homeassistant", pattern=_TOPIC_PATH, longest=MAX_PREFIX, doc="Home Assistant's discovery prefix"
+    )
     status_topic: str = setting(
         "homeassistant/status",
         pattern=_TOPIC_PATH,
+        longest=MAX_PREFIX,
         doc="where Home Assistant announces itself (its MQTT integration's birth message topic); a separate "
         "setting there, so it does not follow `discovery_prefix`",
     )
@@ -508,15 +517,20 @@ def _check(spec: dataclasses.Field, value: Any) -> Any:
 
 
 def check_topic_level(text: str) -> str:
-    """``text`` if it can be one MQTT topic level (as a device id is), else ValueError saying what it must be."""
-    if not _TOPIC_LEVEL.regex.match(text):
-        raise ValueError(f"expected {_TOPIC_LEVEL.wanted}, got {_show(text)}")
-    return text
+    """``text`` if it can name something in one MQTT topic level as a device id does, else ValueError saying
+    what it must be."""
+    if not text:
+        raise ValueError(f"expected {_TOPIC_LEVEL.wanted}, got ''")
+    return _check(_mqtt_field("device_id"), text)
 
 
 def check_client_id(text: str) -> str:
     """``text`` if it can be an MQTT client id, else ValueError."""
-    return _check(next(f for f in dataclasses.fields(MqttConfig) if f.name == "client_id"), text)
+    return _check(_mqtt_field("client_id"), text)
+
+
+def _mqtt_field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(MqttConfig) if f.name == name)
 
 
 def _num(x: float) -> str:

@@ -91,6 +91,14 @@ def test_the_config_file_variable_is_not_a_setting(tmp_path: Path) -> None:
             "config.toml: mqtt.client_id: expected at most 65535 bytes, got 70000",
         ),
         (f"[mqtt]\ndevice_id = '{'d' * 129}'\n", "config.toml: mqtt.device_id: expected at most 128 bytes, got 129"),
+        (  # every topic starts with it: a topic over 65535 bytes crashes the client's thread
+            f"[mqtt]\ntopic_prefix = '{'t' * 70000}'\n",
+            "config.toml: mqtt.topic_prefix: expected at most 1024 bytes, got 70000",
+        ),
+        (
+            f"[homeassistant]\nstatus_topic = 'ha/{'s' * 1022}'\n",
+            "config.toml: homeassistant.status_topic: expected at most 1024 bytes, got 1025",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
