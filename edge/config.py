@@ -256,7 +256,7 @@ class MqttConfig:
         "emotion-edge",
         pattern=_TOPIC_PATH,
         longest=MAX_PREFIX,
-        doc="first topic level(s): topics are `<topic_prefix>/<device_id>/…`"
+        doc="first topic level(s): topics are `<topic_prefix>/<device_id>/…`",
     )
     device_id: str = setting(
         "",
@@ -551,26 +551,36 @@ def _finish(config: Config) -> None:
     if mqtt.password and not mqtt.username:
         raise ConfigError(f"{_where(config, 'mqtt.password')}: mqtt.password: set mqtt.username too")
     mqtt.tls = mqtt.tls or bool(mqtt.tls_ca or mqtt.tls_cert)
-    for name in ("mqtt.tls_ca", "mqtt.tls_cert", "mqtt.tls_key", "classifier.model"):
+    for name in ("mqtt.tls_ca", "mqtt.tls_cert", "mqtt.tls_key", "classifier.model", "mqtt.outbox", "detector.cascade"):
         section, key = name.split(".")
         value = getattr(getattr(config, section), key)
-        if value and not Path(value).is_file():
-            raise ConfigError(f"{_where(config, name)}: {name}: file not found: {value}")
-    if mqtt.outbox:  # else a journal that cannot be opened keeps events in memory only, lost at a stop
-        outbox, where = Path(mqtt.outbox), _where(config, "mqtt.outbox")
+        if not value:
+            continue
+        where = f"{_where(config, name)}: {name}"
+        try:
+            _check_path(name, value, where)
+        except PermissionError as exc:  # a folder on the way that this user may not enter
+            raise ConfigError(f"{where}: cannot check {exc.filename}: permission denied") from None
+
+
+def _check_path(name: str, value: str, where: str) -> None:
+    """The file the setting ``name`` names exists, or for the outbox's journal, can be made where it is to be."""
+    if name == "mqtt.outbox":  # unchecked, a journal that cannot be opened keeps events in memory only
+        outbox = Path(value)
         above = next(p for p in outbox.parents if p.exists())
         if outbox.is_dir():
-            raise ConfigError(f"{where}: mqtt.outbox: {outbox} is a folder; name the journal's file in it")
+            raise ConfigError(f"{where}: {outbox} is a folder; name the journal's file in it")
         if not above.is_dir():
-            raise ConfigError(f"{where}: mqtt.outbox: {above} is not a folder")
-    if config.detector.cascade:
-        where = _where(config, "detector.cascade")
+            raise ConfigError(f"{where}: {above} is not a folder")
+        return
+    path = Path(value)
+    if name == "detector.cascade":
         try:
-            cascade = find_cascade(config.detector.cascade)
+            path = find_cascade(value)
         except DetectorError as exc:
-            raise ConfigError(f"{where}: detector.cascade: {exc}") from None
-        if not cascade.is_file():
-            raise ConfigError(f"{where}: detector.cascade: file not found: {cascade}")
+            raise ConfigError(f"{where}: {exc}") from None
+    if not path.is_file():
+        raise ConfigError(f"{where}: file not found: {path}")
 
 
 def _where(config: Config, name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -132,6 +133,25 @@ def test_a_byte_order_mark_before_the_settings_is_no_error(tmp_path: Path) -> No
     path = tmp_path / "config.toml"
     path.write_bytes(b"\xef\xbb\xbf[mqtt]\nport = 1999\n")
     assert load(path, env={}).mqtt.port == 1999
+
+
+def test_a_journal_behind_a_folder_this_user_cannot_enter_is_one_line(tmp_path: Path) -> None:
+    """Python's path checks raise there: the config check crashed with a traceback."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    root = os.geteuid() == 0  # root enters any folder: the check runs as nobody, as a service's own user would
+    try:
+        if root:
+            os.seteuid(65534)
+        with pytest.raises(
+            ConfigError, match=r"^EMOTION_EDGE_MQTT_OUTBOX: mqtt\.outbox: cannot check .*: permission denied$"
+        ):
+            load(env={"EMOTION_EDGE_MQTT_OUTBOX": str(locked / "inner" / "outbox.db")})
+    finally:
+        if root:
+            os.seteuid(0)
+        locked.chmod(0o700)
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
