@@ -153,6 +153,21 @@ def test_one_image_can_be_annotated_to_an_image_path(tmp_path):
     assert cv2.imread(str(target)).shape == (480, 640, 3)
 
 
+def test_a_photo_under_a_video_name_is_annotated_as_a_photo_and_never_to_a_video_name(tmp_path, caplog):
+    photo = tmp_path / "holiday.mp4"
+    shutil.copy(MEDIA / "three_faces.jpg", photo)
+    folder = tmp_path / "annotated"
+    assert analyze.run(str(photo), annotate=folder, out=io.StringIO(), err=io.StringIO()) == 0
+    assert [p.name for p in folder.iterdir()] == ["holiday.jpg"]
+    assert cv2.imread(str(folder / "holiday.jpg")).shape == (480, 640, 3)
+    video = tmp_path / "ann.mp4"
+    assert analyze.run(str(photo), annotate=video, out=io.StringIO(), err=io.StringIO()) == 1
+    assert errors(caplog) == [
+        f"analyze: --annotate {video}: a video's name, for stills: name an image file or a folder"
+    ]
+    assert not video.exists(), "no folder by a video's name"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -97,6 +97,8 @@ class ImageWriter:
         self._paths = paths
         self._file = out if len(paths) == 1 and out.suffix.lower() in IMAGE_SUFFIXES else None
         self._out = out
+        if out.suffix.lower() in VIDEO_CODECS:
+            raise OutputError(f"{out}: a video's name, for stills: name an image file or a folder")
         check_not_an_input([self._target(p) for p in paths], paths)
         if self._file:
             check_output(self._file)
@@ -107,11 +109,18 @@ class ImageWriter:
             raise OutputError(f"{out}: cannot create folder ({exc.strerror})") from None
 
     def _target(self, source: Path) -> Path:
-        return self._file or self._out / source.name
+        if self._file:
+            return self._file
+        # a photo under a video's name (holiday.mp4) is written as the JPEG it can be
+        return self._out / (source.name if source.suffix.lower() in IMAGE_SUFFIXES else f"{source.stem}.jpg")
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         path = self._target(self._paths[frame.index % len(self._paths)])
-        if not cv2.imwrite(str(path), image):
+        try:
+            written = cv2.imwrite(str(path), image)
+        except cv2.error:  # OpenCV raises, rather than returns False, for a suffix it has no writer for
+            written = False
+        if not written:
             raise OutputError(f"{path}: cannot write image")
 
     def close(self, *, complete: bool = True) -> None:
