@@ -436,10 +436,21 @@ def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
         rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
         if section is None:
-            word = rest.split("_")[0]
-            raise ConfigError(f"{name}: {word}: unknown section{_suggest(word, SECTIONS)}")
+            raise ConfigError(f"{name}: {_unknown_section(rest)}")
         key = rest[len(section) + 1 :]
         _apply(config, {section: {key: environ[name]}}, name, parse=True)
+
+
+def _unknown_section(rest: str) -> str:
+    """What is wrong with the variable EMOTION_EDGE_<rest> whose start names no section: a section without
+    its key, or the section it is closest to, read as one word or as the first two joined (HOME_ASSISTANT_…)."""
+    if rest in SECTIONS:
+        return f"names section {rest} but no key (EMOTION_EDGE_{rest.upper()}_<KEY>)"
+    words = rest.split("_")
+    for n in (2, 1) if len(words) > 2 else (1,):
+        if close := difflib.get_close_matches("".join(words[:n]), list(SECTIONS), n=1):
+            return f"{'_'.join(words[:n])}: unknown section; did you mean {close[0]}?"
+    return f"{words[0]}: unknown section (known: {', '.join(SECTIONS)})"
 
 
 def _apply(config: Config, data: Mapping[str, Any], where: str, *, parse: bool) -> None:

@@ -125,6 +125,13 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     # a misspelt section, which was silently no setting at all
     with pytest.raises(ConfigError, match=r"^EMOTION_EDGE_MQQT_HOST: mqqt: unknown section; did you mean mqtt\?$"):
         load(write(tmp_path, ""), env={"EMOTION_EDGE_MQQT_HOST": "broker"})
+    with pytest.raises(ConfigError, match=r"^EMOTION_EDGE_HOME_ASSISTANT_ENABLED: home_assistant: unknown section; "
+                       r"did you mean homeassistant\?$"):  # fmt: skip
+        load(write(tmp_path, ""), env={"EMOTION_EDGE_HOME_ASSISTANT_ENABLED": "false"})
+    with pytest.raises(
+        ConfigError, match=r"^EMOTION_EDGE_MQTT: names section mqtt but no key \(EMOTION_EDGE_MQTT_<KEY>\)$"
+    ):
+        load(write(tmp_path, ""), env={"EMOTION_EDGE_MQTT": "broker"})
     others = {"EMOTION_EDGE_PI": "yes", "EMOTION_EDGE_MACHINE_ID_FILE": str(tmp_path / "id")}  # setup.sh's, identity's
     assert load(write(tmp_path, ""), env=others).mqtt.host == "localhost"
 
