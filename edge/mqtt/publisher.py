@@ -139,6 +139,7 @@ class MqttPublisher:
         self._link = Link(config, meanwhile=", events kept in the outbox")
         self._subscriptions: dict[str, MessageCallback] = {}
         self._sub_lock = threading.Lock()
+        self._session = False  # a connection is up and has sent its round of subscriptions, or is sending it
         self._asked: dict[int, str] = {}  # subscription mid -> topic, until the broker answers
         self._refused: set[str] = set()  # topics whose refusal was said, until one is granted again
         self._connect_hooks: list[Callable[[], None]] = []
@@ -201,9 +202,11 @@ class MqttPublisher:
     def subscribe(self, topic: str, callback: MessageCallback) -> None:
         """Deliver messages on ``topic`` (filters allowed) to ``callback(topic, payload)`` in paho's thread;
         renewed on every reconnection because the session is clean."""
-        self._subscriptions[topic] = callback
         self._client.message_callback_add(topic, lambda _c, _u, msg: callback(msg.topic, bytes(msg.payload)))
-        if self._connected:
+        with self._sub_lock:  # either the connection's own round of subscriptions sends it, or this does
+            self._subscriptions[topic] = callback
+            live = self._session
+        if live:
             self._subscribe(self._client, topic)
 
     def _subscribe(self, client: mqtt.Client, topic: str) -> None:
@@ -335,7 +338,9 @@ class MqttPublisher:
         self._set_retry_delay(client)
         with self._sub_lock:
             self._asked.clear()  # answers the last connection still owed never come
-        for topic in self._subscriptions:
+            self._session = True
+            topics = list(self._subscriptions)
+        for topic in topics:
             self._subscribe(client, topic)
         with self._cond:
             if not self._stopped:  # "online" first, before what was retained while away
@@ -354,6 +359,8 @@ class MqttPublisher:
 
     def _on_disconnect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         """A connection lost, or an attempt that never became one (refused, no CONNACK from a frozen broker)."""
+        with self._sub_lock:
+            self._session = False
         with self._cond:
             was_connected, self._connected = self._connected, False
             self._connection += 1
