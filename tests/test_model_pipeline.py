@@ -125,6 +125,22 @@ def saved_layers(path: Path) -> list[tuple[str, str]]:
     return [(layer["class_name"], layer["config"]["dtype"]["config"]["name"]) for layer in config["layers"][1:]]
 
 
+@pytest.mark.parametrize(
+    ("flags", "hardware"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_vnni amx_bf16 amx_int8 amx_tile", True),  # Xeon since Sapphire Rapids
+        ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", True),  # AMD EPYC Zen 4: 1.5 times float32's speed
+        ("fpu sse2 avx2 fma bmi2", False),  # Zen 3: emulated, 14 times slower than float32
+        ("fpu sse2 avx2 xavx512_bf16x", False),  # a flag is a whole word
+    ],
+)
+def test_auto_precision_is_bfloat16_where_the_cpu_multiplies_it(flags, hardware):
+    from training.train import multiplies_bfloat16
+
+    cpuinfo = f"processor\t: 0\nmodel name\t: some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
+    assert multiplies_bfloat16(cpuinfo) is hardware
+
+
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_a_run_computes_in_the_precision_asked_and_saves_plain_float32_models(precision, tmp_path, caplog):
     import keras

@@ -149,9 +149,14 @@ def _optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     raise TrainError(f"optimizer: {config.optimizer!r} is not one of adamw, sgd")
 
 
+# CPU flags (Linux's /proc/cpuinfo) of instructions that multiply bfloat16: Intel's AMX, and AVX-512's
+# dot products (AMD since Zen 4, Intel since Cooper Lake)
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
 def resolve_precision(requested: str) -> str:
-    """``requested``, with "auto" made bfloat16 where the CPU multiplies it in hardware (AMX) and no GPU
-    is visible, float32 elsewhere: without AMX, bfloat16 on a CPU is emulated and no faster."""
+    """``requested``, with "auto" made bfloat16 where the CPU multiplies it in hardware and no GPU is
+    visible, float32 elsewhere: without such instructions, bfloat16 on a CPU is emulated and far slower."""
     if requested != "auto":
         if requested not in PRECISIONS:
             raise TrainError(f"precision: {requested!r} is not one of auto, {', '.join(PRECISIONS)}")
@@ -164,7 +169,13 @@ def resolve_precision(requested: str) -> str:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: no way to ask the CPU here
         return "float32"
-    return "bfloat16" if " amx_bf16" in flags else "float32"
+    return "bfloat16" if multiplies_bfloat16(flags) else "float32"
+
+
+def multiplies_bfloat16(cpuinfo: str) -> bool:
+    """Whether a CPU whose /proc/cpuinfo reads ``cpuinfo`` has bfloat16 multiply instructions."""
+    flags = {word for line in cpuinfo.splitlines() if line.startswith("flags") for word in line.split()}
+    return bool(flags & BF16_FLAGS)
 
 
 def _initial_model(config: TrainConfig, precision: str) -> keras.Model:
