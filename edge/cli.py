@@ -144,16 +144,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_FRAMES, DEFAULT_FACES = 300, 500
+# bench's options of one kind of bench each (argparse key -> how the user wrote it)
+PIPELINE_BENCH = {"src": "SRC", "frames": "--frames", "config": "--config", "truth": "--truth"}
+CLASSIFIER_BENCH = {"model": "--model", "backend": "--backend", "threads": "--threads", "faces": "--faces"}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge.tools import bench
 
-    if args.classifier:
-        bench.run_classifier(args.model, backend=args.backend, threads=args.threads, n=args.faces)
-    elif args.model:  # the pipeline's model is the config's; timing the default instead would mislead
-        log.error("bench: --model applies to --classifier; the pipeline takes [classifier] model from --config")
+    # an option of the other bench would be ignored, and the figures taken for what it asked
+    other = PIPELINE_BENCH if args.classifier else CLASSIFIER_BENCH
+    if given := [option for key, option in other.items() if getattr(args, key) is not None]:
+        which = "the pipeline's bench, not --classifier" if args.classifier else "--classifier"
+        hint = "" if args.classifier else "; the pipeline takes [classifier] from --config"
+        log.error("bench: %s %s to %s%s", ", ".join(given), "apply" if given[1:] else "applies", which, hint)
         return 2
+    if args.classifier:
+        bench.run_classifier(
+            args.model, backend=args.backend or "auto", threads=args.threads or 1, n=args.faces or DEFAULT_FACES
+        )
     else:
-        bench.run(args.src, load(args.config) if args.config else None, frames=args.frames, truth=args.truth)
+        config = load(args.config) if args.config else None
+        bench.run(args.src, config, frames=args.frames or DEFAULT_FRAMES, truth=args.truth)
     return 0
 
 
@@ -265,14 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="frames per second, per-stage times and memory on a clip")
     bench.add_argument("src", nargs="?", metavar="SRC", help="video, image or folder (default: the bundled clip)")
-    bench.add_argument("--frames", type=_count(100_000), default=300, metavar="N", help="frames to time (300)")
+    bench.add_argument("--frames", type=_count(100_000), metavar="N", help=f"frames to time ({DEFAULT_FRAMES})")
     bench.add_argument("--config", metavar="FILE", help="take [detector]/[classifier]/[tracker] from this file")
     bench.add_argument("--truth", metavar="TRUTH.json", help="score each frame against this truth (plays SRC once)")
     bench.add_argument("--classifier", action="store_true", help="time the emotion classifier alone, ms per face")
     bench.add_argument("--model", metavar="M", help="with --classifier: a .tflite with its .json card")
-    bench.add_argument("--backend", default="auto", choices=("auto", *BACKENDS), help="with --classifier (auto)")
-    bench.add_argument("--threads", type=_count(64), default=1, metavar="N", help="with --classifier: threads (1)")
-    bench.add_argument("--faces", "--n", type=_count(100_000), default=500, metavar="N", help="with --classifier (500)")
+    bench.add_argument("--backend", choices=("auto", *BACKENDS), help="with --classifier (auto)")
+    bench.add_argument("--threads", type=_count(64), metavar="N", help="with --classifier: threads (1)")
+    bench.add_argument("--faces", "--n", type=_count(100_000), metavar="N", help=f"with --classifier ({DEFAULT_FACES})")
     _add_log_level(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -90,12 +90,22 @@ def test_bench_refuses_counts_it_cannot_time_in_a_usage_line(edge_env: dict[str,
     assert result.returncode == 2 and message in result.stderr.splitlines()[-1], result.stderr
 
 
-def test_bench_of_the_pipeline_refuses_a_model_it_would_not_time(edge_env: dict[str, str]) -> None:
-    result = edge(edge_env, "bench", "--model", "other.tflite", timeout=30)
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "other.tflite"], "--model applies to --classifier; the pipeline takes [classifier] from --config"),
+        (["--threads", "2", "--backend", "tensorflow"], "--backend, --threads apply to --classifier; the pipeline"),
+        (
+            ["--classifier", "--frames", "50", "clip.mp4"],
+            "SRC, --frames apply to the pipeline's bench, not --classifier",
+        ),
+    ],
+)
+def test_bench_refuses_an_option_of_the_other_bench_it_would_not_apply(edge_env: dict[str, str], args, message) -> None:
+    result = edge(edge_env, "bench", *args, timeout=30)
     assert result.returncode == 2 and result.stdout == "", result.stdout
     [line] = error_lines(result.stderr)
-    assert line.endswith("ERROR bench: --model applies to --classifier; the pipeline takes [classifier] model from"
-                         " --config"), result.stderr  # fmt: skip
+    assert f"ERROR bench: {message}" in line, result.stderr
 
 
 def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_78(edge_env: dict[str, str], tmp_path: Path) -> None:
