@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge import __version__
+from edge.arguments import number
 from edge.config import ConfigError, check_client_id, check_topic_level, load, to_toml
 from edge.mqtt.forget import ForgetError
 from edge.report import GROUP_BY
@@ -181,19 +182,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(config, args.max_frames)
 
 
-def _count(top: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from 1 (to ``top``: what a timing can use, where more would hang it
-    or crash the interpreter)."""
-    wanted = f"1..{top}" if top else "of at least 1"
-
-    def parse(text: str) -> int:
-        if not text.isdigit() or int(text) < 1 or (top and int(text) > top):
-            raise argparse.ArgumentTypeError(f"expected a whole number {wanted}, got {text!r}")
-        return int(text)
-
-    return parse
-
-
 def _argument(check: Callable[[str], str]) -> Callable[[str], str]:
     """An argparse type from a config check, so a flag is held to what the setting of its kind is."""
 
@@ -238,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="TOML config (default: $EMOTION_EDGE_CONFIG, else "
                        "/etc/emotion-edge/config.toml if present, else built-in defaults)")  # fmt: skip
         p.add_argument("--source", metavar="SRC", help="auto, picamera2, 0, /dev/video0, a file/folder, a URL")
-        p.add_argument("--max-frames", type=_count(), metavar="N", help="stop after N frames")
+        p.add_argument("--max-frames", type=number(int, 1), metavar="N", help="stop after N frames")
         p.add_argument("--mqtt-host", metavar="HOST")
         p.add_argument("--mqtt-port", type=int, metavar="PORT")
         p.add_argument("--device-id", metavar="ID", help="topic level naming this device (default: hostname)")
@@ -278,14 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="frames per second, per-stage times and memory on a clip")
     bench.add_argument("src", nargs="?", metavar="SRC", help="video, image or folder (default: the bundled clip)")
-    bench.add_argument("--frames", type=_count(100_000), metavar="N", help=f"frames to time ({DEFAULT_FRAMES})")
+    bench.add_argument("--frames", type=number(int, 1, 100_000), metavar="N", help=f"frames to time ({DEFAULT_FRAMES})")
     bench.add_argument("--config", metavar="FILE", help="take [detector]/[classifier]/[tracker] from this file")
     bench.add_argument("--truth", metavar="TRUTH.json", help="score each frame against this truth (plays SRC once)")
     bench.add_argument("--classifier", action="store_true", help="time the emotion classifier alone, ms per face")
     bench.add_argument("--model", metavar="M", help="with --classifier: a .tflite with its .json card")
     bench.add_argument("--backend", choices=("auto", *BACKENDS), help="with --classifier (auto)")
-    bench.add_argument("--threads", type=_count(64), metavar="N", help="with --classifier: threads (1)")
-    bench.add_argument("--faces", "--n", type=_count(100_000), metavar="N", help=f"with --classifier ({DEFAULT_FACES})")
+    bench.add_argument("--threads", type=number(int, 1, 64), metavar="N", help="with --classifier: threads (1)")
+    bench.add_argument(
+        "--faces", "--n", type=number(int, 1, 100_000), metavar="N", help=f"with --classifier ({DEFAULT_FACES})"
+    )
     _add_log_level(bench)
     bench.set_defaults(func=cmd_bench)
 

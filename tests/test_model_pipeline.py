@@ -360,11 +360,11 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--epochs", "0", "'0': expected a number at least 1"),
-        ("--learning-rate", "-1", "'-1': expected a number at least 0"),
-        ("--erase", "5", "'5': expected a number 0..1"),
-        ("--batch-size", "x", "'x' is not a whole number"),
-        ("--val-fraction", "1", "'1': expected a number 0.01..0.99"),  # all validation, nothing to train on
+        ("--epochs", "0", "expected a whole number of at least 1, got '0'"),
+        ("--learning-rate", "-1", "expected a number of at least 0, got '-1'"),
+        ("--erase", "5", "expected a number 0..1, got '5'"),
+        ("--batch-size", "x", "expected a whole number of at least 1, got 'x'"),
+        ("--val-fraction", "1", "expected a number 0.01..0.99, got '1'"),  # all validation, nothing to train on
     ],
 )
 def test_a_number_out_of_range_is_a_usage_line_before_a_run_folder_is_made(tmp_path, capsys, flag, value, message):

@@ -6,10 +6,9 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from edge.arguments import number
 from training.config import PRECISIONS, TrainConfig, TrainError, changed_settings
 from training.quiet import quiet_startup
 
@@ -29,57 +28,55 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("data", help="fer2013.csv, a folder with train/ and test/ class folders, or class folders")
     t.add_argument("--run-dir", default="runs/emotion", help="run folder (default: %(default)s)")
-    t.add_argument(
-        "--epochs", type=_number(int, 1), default=defaults.epochs, help="total epochs (default: %(default)s)"
-    )
-    t.add_argument("--batch-size", type=_number(int, 1), default=defaults.batch_size)
+    t.add_argument("--epochs", type=number(int, 1), default=defaults.epochs, help="total epochs (default: %(default)s)")
+    t.add_argument("--batch-size", type=number(int, 1), default=defaults.batch_size)
     t.add_argument(
         "--learning-rate",
-        type=_number(float, 0),
+        type=number(float, 0),
         default=defaults.learning_rate,
         help="peak (default: %(default)s)",
     )
     t.add_argument(
-        "--weight-decay", type=_number(float, 0), default=defaults.weight_decay, help="(default: %(default)s)"
+        "--weight-decay", type=number(float, 0), default=defaults.weight_decay, help="(default: %(default)s)"
     )
     t.add_argument("--optimizer", choices=["adamw", "sgd"], default=defaults.optimizer, help="(default: %(default)s)")
     t.add_argument(
         "--erase",
-        type=_number(float, 0, 1),
+        type=number(float, 0, 1),
         default=defaults.erase,
         help="share of training faces with a random patch erased (default: %(default)s)",
     )
     t.add_argument(
         "--camera",
-        type=_number(float, 0, 1),
+        type=number(float, 0, 1),
         default=defaults.camera,
         help="share of training faces degraded as a Pi camera would: small, blurred, dim, noisy, JPEG "
         "(default: %(default)s)",
     )
     t.add_argument(
         "--framed",
-        type=_number(float, 0, 1),
+        type=number(float, 0, 1),
         default=defaults.framed,
         help="share of training faces drawn into a room scene, found by the detector and cut out by its box, "
         "as the pipeline gets faces from a camera; prepared once, in the run folder (default: %(default)s)",
     )
     t.add_argument(
         "--framed-margin",
-        type=_number(float, 0),
+        type=number(float, 0),
         default=defaults.framed_margin,
         help="with --framed: cut each framed face wider than the detector's box, by a random share up to this "
         "of its side on every side, as looser crops come (default: %(default)s)",
     )
     t.add_argument(
         "--average",
-        type=_number(float, 0, 1),
+        type=number(float, 0, 1),
         default=defaults.average,
         help="momentum of a running average of the weights that validation, checkpoints and the final model "
         "use, e.g. 0.999; 0 is off (default: %(default)s)",
     )
     t.add_argument(
         "--mixup",
-        type=_number(float, 0),
+        type=number(float, 0),
         default=defaults.mixup,
         help="alpha of mixup: each face and its label blended with another of its batch by a share drawn from "
         "Beta(alpha, alpha), e.g. 0.2; 0 is off (default: %(default)s)",
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(map(str, defaults.widths)),
         help="channels per stage, comma-separated (default: %(default)s)",
     )
-    t.add_argument("--dense", type=_number(int, 1), default=defaults.dense)
+    t.add_argument("--dense", type=number(int, 1), default=defaults.dense)
     t.add_argument(
         "--precision",
         choices=["auto", *PRECISIONS],
@@ -107,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument(
         "--class-weight-power",
-        type=_number(float, 0),
+        type=number(float, 0),
         default=defaults.class_weight_power,
         help="0 ignores class imbalance, 1 fully inverts it (default: %(default)s)",
     )
     t.add_argument(
         "--val-fraction",
-        type=_number(float, 0.01, 0.99),
+        type=number(float, 0.01, 0.99),
         default=defaults.val_fraction,
         help="validation share when the data has no test split (default: %(default)s)",
     )
@@ -221,24 +218,6 @@ def _train(args: argparse.Namespace) -> int:
 
     train(config, dataset)
     return 0
-
-
-def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` from ``low`` to ``high`` (or without a top), checked before
-    TensorFlow loads and a run folder is made, so a typo such as ``--epochs 0`` is one usage line."""
-    wanted = f"{low:g}..{high:g}" if high is not None else f"at least {low:g}"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
-        if not value >= low or (high is not None and not value <= high):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a number {wanted}")
-        return value
-
-    return parse
 
 
 def _widths(text: str) -> tuple[int, ...]:
