@@ -244,10 +244,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _soup(args: argparse.Namespace) -> int:
     from training.files import soup_sources
 
-    soup_sources(args.models)  # before TensorFlow's seconds of start-up
+    paths = soup_sources(args.models)  # before TensorFlow's seconds of start-up
     from training.soup import soup
 
-    soup(args.models, Path(args.run_dir))
+    soup(paths, Path(args.run_dir))
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.vision.model_card import sha256_of
 from training.config import TrainError
-from training.files import FLOAT_MODEL, load_keras_model, soup_sources
+from training.files import FLOAT_MODEL, load_keras_model
 from training.train import save_float_model
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,10 @@ def mean_weights(models: list[keras.Model], names: list[str]) -> list[np.ndarray
     return [np.mean(stack, axis=0) for stack in zip(*weights)]
 
 
-def soup(sources: list[str], out: Path) -> dict:
-    """Write the soup of ``sources`` (run folders or .keras files) as ``out``/model_float.keras, with a
-    report naming each ingredient and its sha256, so that ``convert out`` ships it with its record."""
-    paths = soup_sources(sources)
+def soup(paths: list[Path], out: Path) -> dict:
+    """Write the soup of the float models ``paths`` (as training.files.soup_sources finds and checks them) as
+    ``out``/model_float.keras, with a report naming each ingredient and its sha256, so that ``convert out``
+    ships it with its record."""
     models = [load_keras_model(path) for path in paths]
     weights = mean_weights(models, [str(path) for path in paths])
     models[0].set_weights(weights)
