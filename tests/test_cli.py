@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Broker, Subscriber, edge_command, free_port, make_pki, port_open
+from helpers import REPO, Broker, Subscriber, edge_command, free_port, make_pki, port_open, refusing_subscriptions
 
 from edge.cli import EX_CONFIG
 from edge.tools import bench
@@ -271,6 +272,18 @@ def test_demo_against_a_broker_that_refuses_it_says_why_in_one_line(
     assert [line.split(" ", 1)[1] for line in error_lines(result.stderr)] == [
         f"ERROR demo: broker 127.0.0.1:{broker.port} refused the connection: Not authorized"
     ], result.stderr
+
+
+def test_demo_against_a_broker_that_refuses_its_subscription_says_so_in_one_line(
+    edge_env: dict[str, str], broker_factory: Callable[..., Broker], tmp_path: Path
+) -> None:
+    broker = broker_factory(listener=refusing_subscriptions(tmp_path, ["homeassistant/status"])).start()
+    result = edge(edge_env, "demo", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), timeout=30)
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    [line] = error_lines(result.stderr)  # MQTT 3.1.1's refusal has no reason: paho calls it "Unspecified error"
+    assert re.search(
+        rf"ERROR demo: broker 127\.0\.0\.1:{broker.port} refused the subscription to emotion-edge/[^/]+/#: ", line
+    )
 
 
 def test_demo_starts_its_own_broker_when_none_listens(edge_env: dict[str, str]) -> None:

@@ -83,24 +83,30 @@ class _Printer:
         self.offline = threading.Event()
         subscribed = threading.Event()
         refused: list[str] = []
+        wanted = f"{topics.base}/#"
 
         def on_connect(client: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
             if reason.is_failure:  # said at once, not after the subscription's wait
-                refused.append(str(reason))
+                refused.append(f"refused the connection: {reason}")
                 subscribed.set()
             else:
-                client.subscribe(f"{topics.base}/#", qos=1)
+                client.subscribe(wanted, qos=1)
+
+        def on_subscribe(_c: Any, _u: Any, _mid: int, reasons: list[Any], _p: Any = None) -> None:
+            if reasons and reasons[0].is_failure:  # an access control's refusal: nothing would be printed
+                refused.append(f"refused the subscription to {wanted}: {reasons[0]}")
+            subscribed.set()
 
         self.client = make_client(config.mqtt, f"{config.mqtt.client_id}-viewer")
         self.client.on_connect = on_connect
-        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_subscribe = on_subscribe
         self.client.on_message = self._on_message
         self.client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
         self.client.loop_start()
         broker = f"{config.mqtt.host}:{config.mqtt.port}"
         if not subscribed.wait(10) or refused:
             self.client.loop_stop()
-            why = f"refused the connection: {refused[0]}" if refused else "did not answer the subscription in 10 s"
+            why = refused[0] if refused else "did not answer the subscription in 10 s"
             raise ConnectionError(f"broker {broker} {why}")
 
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
