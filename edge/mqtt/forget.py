@@ -43,9 +43,10 @@ def forget(config: Config, timeout: float = 10.0) -> Forgotten:
     c = config.mqtt
     topics = Topics.of(c.topic_prefix, c.device_id)
     base = topics.base
-    known = [*topics.retained, discovery_topic(config), *legacy_topics(config)]
-    wanted = [f"{base}/#", discovery_topic(config), *legacy_topics(config)]
+    discovery = [discovery_topic(config), *legacy_topics(config)]
+    known, wanted = [*topics.retained, *discovery], [f"{base}/#", *discovery]
     found: set[str] = set()
+    found_lock = threading.Lock()  # paho's thread may still be adding while the clearing begins
     subscribed = threading.Event()
     connected = threading.Event()
     refusal: list[str] = []
@@ -60,7 +61,8 @@ def forget(config: Config, timeout: float = 10.0) -> Forgotten:
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         if msg.retain and msg.payload:
-            found.add(msg.topic)
+            with found_lock:
+                found.add(msg.topic)
 
     client.on_connect = on_connect
     client.on_subscribe = lambda *_: subscribed.set()
@@ -77,7 +79,9 @@ def forget(config: Config, timeout: float = 10.0) -> Forgotten:
         if not subscribed.wait(timeout):
             raise ForgetError(f"MQTT: broker {c.host}:{c.port} did not grant the subscription to {base}/#")
         time.sleep(SETTLE)
-        forgotten = Forgotten(sorted(found), [topic for topic in known if topic not in found])
+        with found_lock:
+            seen = set(found)
+        forgotten = Forgotten(sorted(seen), [topic for topic in known if topic not in seen])
         infos = [client.publish(topic, b"", qos=1, retain=True) for topic in [*forgotten.found, *forgotten.unseen]]
         deadline = time.monotonic() + timeout
         while not all(i.is_published() for i in infos) and time.monotonic() < deadline:
