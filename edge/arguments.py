@@ -19,7 +19,7 @@ def number(kind: type[int] | type[float], low: float, high: float | None = None)
             value = kind(text)
         except ValueError:  # also digits int() does not take, such as '²'
             value = math.nan
-        if not (math.isfinite(value) and value >= low and (high is None or value <= high)):
+        if not (low <= value < math.inf and (high is None or value <= high)):  # NaN is neither
             raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
         return value
 

@@ -443,14 +443,13 @@ def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
 
 def _unknown_section(rest: str) -> str:
     """What is wrong with the variable EMOTION_EDGE_<rest> whose start names no section: a section without
-    its key, or the section it is closest to, read as one word or as the first two joined (HOME_ASSISTANT_…)."""
+    its key, a section split in two words (HOME_ASSISTANT_…), or the section its first word is closest to."""
     if rest in SECTIONS:
         return f"names section {rest} but no key (EMOTION_EDGE_{rest.upper()}_<KEY>)"
     words = rest.split("_")
-    for n in (2, 1) if len(words) > 2 else (1,):
-        if close := difflib.get_close_matches("".join(words[:n]), list(SECTIONS), n=1):
-            return f"{'_'.join(words[:n])}: unknown section; did you mean {close[0]}?"
-    return f"{words[0]}: unknown section (known: {', '.join(SECTIONS)})"
+    if len(words) > 2 and (joined := "".join(words[:2])) in SECTIONS:
+        return f"{words[0]}_{words[1]}: unknown section; did you mean {joined}?"
+    return f"{words[0]}: unknown section{_suggest(words[0], SECTIONS)}"
 
 
 def _apply(config: Config, data: Mapping[str, Any], where: str, *, parse: bool) -> None:

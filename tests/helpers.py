@@ -7,8 +7,10 @@ retained messages never leak from one test into another.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +122,24 @@ class NotifySocket:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def locked_folder(parent: Path) -> Iterator[Path]:
+    """A folder that this process may not enter, for as long as the block runs: root enters any folder, so as
+    root the block runs as nobody (the effective user only, given back after), as a service's own user would."""
+    folder = parent / "locked"
+    folder.mkdir()
+    folder.chmod(0)
+    root = os.geteuid() == 0
+    try:
+        if root:
+            os.seteuid(65534)
+        yield folder
+    finally:
+        if root:
+            os.seteuid(0)
+        folder.chmod(0o700)
 
 
 def refusing_subscriptions(tmp: Path, allowed: list[str]) -> str:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -259,6 +260,9 @@ def test_a_reader_that_stops_early_costs_no_file_and_no_error(edge_env, tmp_path
     process.stdout.close()  # as head does once it has its line
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0 and "Traceback" not in err and "ERROR" not in err, err
+    assert not re.search(r"\d+ frames? \(", err), (
+        "no summary of a part of the clip that would pass for all of it (or: in its file)"
+    )
     if files:
         assert json.loads(summary.read_text())["frames"] == 90
         source = VideoFileSource(video)

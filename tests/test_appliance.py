@@ -295,6 +295,19 @@ def test_forget_clears_what_an_acl_lets_it_write_but_not_read_back(
     assert [m.topic for m in after.messages if m.retain] == []
 
 
+def test_forget_says_when_the_broker_refuses_to_let_it_look_and_clears_what_it_knows(
+    tmp_path: Path, broker_factory: Callable[..., Broker], edge_env: dict[str, str]
+) -> None:
+    broker = broker_factory(listener=refusing_subscriptions(tmp_path, ["homeassistant/status"])).start()
+    config = tmp_path / "forget.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ndevice_id = "testpi"\n')
+    done = subprocess.run(edge_command("forget", "--config", str(config)), env=edge_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    [warning] = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert f"broker 127.0.0.1:{broker.port} refused the subscription to {PREFIX}/testpi/# (" in warning, warning
+    assert "cleared 0 retained topics of testpi" in done.stderr, done.stderr
+
+
 def test_forget_without_a_broker_says_so_in_one_line(tmp_path: Path, edge_env: dict[str, str]) -> None:
     config = tmp_path / "forget.toml"
     config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\ndevice_id = "testpi"\n')

@@ -82,7 +82,7 @@ def test_watch_refuses_a_refresh_that_is_no_positive_number_of_seconds(
     ("args", "message"),
     [  # 100000 threads crashed the interpreter, 10**20 frames hung the bench before its first line
         (["--classifier", "--threads", "100000"], "argument --threads: expected a whole number 1..64, got '100000'"),
-        (["--frames", "1" + "0" * 20], "argument --frames: expected a whole number 1..100000, got '1" + "0" * 20),
+        (["--frames", "1" + "0" * 400], "argument --frames: expected a whole number 1..100000, got '1" + "0" * 400),
         (["--classifier", "--faces", "0"], "argument --faces/--n: expected a whole number 1..100000, got '0'"),
     ],
 )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+from helpers import locked_folder
 
 from edge import config as cfg
 from edge.config import ConfigError, load, tomllib
@@ -144,21 +144,9 @@ def test_a_byte_order_mark_before_the_settings_is_no_error(tmp_path: Path) -> No
 
 def test_a_journal_behind_a_folder_this_user_cannot_enter_is_one_line(tmp_path: Path) -> None:
     """Python's path checks raise there: the config check crashed with a traceback."""
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0)
-    root = os.geteuid() == 0  # root enters any folder: the check runs as nobody, as a service's own user would
-    try:
-        if root:
-            os.seteuid(65534)
-        with pytest.raises(
-            ConfigError, match=r"^EMOTION_EDGE_MQTT_OUTBOX: mqtt\.outbox: cannot check .*: permission denied$"
-        ):
-            load(env={"EMOTION_EDGE_MQTT_OUTBOX": str(locked / "inner" / "outbox.db")})
-    finally:
-        if root:
-            os.seteuid(0)
-        locked.chmod(0o700)
+    message = r"^EMOTION_EDGE_MQTT_OUTBOX: mqtt\.outbox: cannot check .*: permission denied$"
+    with locked_folder(tmp_path) as locked, pytest.raises(ConfigError, match=message):
+        load(env={"EMOTION_EDGE_MQTT_OUTBOX": str(locked / "inner" / "outbox.db")})
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import locked_folder
 from standin_picamera2 import StandInPicamera2
 
 from edge.sources import (
@@ -159,6 +160,15 @@ def test_missing_webcam_and_dead_stream_are_named_with_the_password_masked_and_w
     assert missing.value.transient and caught.value.transient, "plugged in or booted later, they will open"
 
 
+def test_a_file_behind_a_folder_this_user_cannot_enter_is_one_line_for_good(tmp_path):
+    with (
+        locked_folder(tmp_path) as locked,
+        pytest.raises(SourceError, match=r"clip\.mp4: cannot read .*: permission denied$") as caught,
+    ):
+        open_source(str(locked / "clip.mp4"))
+    assert not caught.value.transient
+
+
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no RAM disk at /dev/shm here")
 def test_a_clip_on_the_ram_disk_is_a_file_and_dev_null_a_device_not_a_file():
     folder = Path("/dev/shm") / f"emotion-edge-test-{time.monotonic_ns()}"
@@ -173,6 +183,7 @@ def test_a_clip_on_the_ram_disk_is_a_file_and_dev_null_a_device_not_a_file():
     finally:
         shutil.rmtree(folder)
     assert names_a_camera("/dev/null"), "a character device is opened as a camera, never as a video file"
+    assert names_a_camera("/dev/webcam-by-a-udev-rule"), "a camera's own name, unplugged for now, is waited for"
 
 
 @pytest.mark.parametrize(

@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "--precision",
         choices=["auto", *PRECISIONS],
         default=defaults.precision,
-        help="what the network computes in while it trains: bfloat16 keeps float32 weights and is several times "
-        "faster on a CPU with AMX; auto picks it there, float32 elsewhere (default: %(default)s)",
+        help="what the network computes in while it trains: bfloat16 keeps float32 weights and is faster on a CPU "
+        "that multiplies it (AMX, AVX-512 BF16); auto picks it there, float32 elsewhere (default: %(default)s)",
     )
     t.add_argument(
         "--class-weight-power",

@@ -19,8 +19,8 @@ class TrainError(Exception):
 
 
 # Precisions a model can train in (--precision, besides "auto"), as Keras dtype policies: "bfloat16" keeps
-# float32 weights and computes in bfloat16, which CPUs with AMX (Intel Xeon since Sapphire Rapids) multiply
-# in hardware.
+# float32 weights and computes in bfloat16, which CPUs with AMX (Intel Xeon since Sapphire Rapids) or AVX-512
+# BF16 (AMD since Zen 4) multiply in hardware.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
@@ -72,7 +72,7 @@ class TrainConfig:
     # blended target asks for scores between them instead of certainty about either.
     mixup: float = 0.0
     # What the network computes in: "float32", "bfloat16" (float32 weights, bfloat16 arithmetic; on a
-    # CPU with AMX it trains several times faster) or "auto", which is bfloat16 on such a CPU and
+    # CPU with AMX or AVX-512 BF16 it trains faster) or "auto", which is bfloat16 on such a CPU and
     # float32 elsewhere. The saved models are float32 either way.
     precision: str = "auto"
     val_fraction: float = 0.1

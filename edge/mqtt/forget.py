@@ -64,8 +64,15 @@ def forget(config: Config, timeout: float = 10.0) -> Forgotten:
             with found_lock:
                 found.add(msg.topic)
 
+    def on_subscribe(_c: mqtt.Client, _u: object, _mid: int, reasons: list[mqtt.ReasonCode], _p: object) -> None:
+        # an access control may refuse the reading of what it lets the device write: said, and cleared unseen
+        if refused := [f"{topic} ({reason})" for topic, reason in zip(wanted, reasons) if reason.is_failure]:
+            log.warning("broker %s:%d refused the subscription to %s: what is retained there cannot be seen, so the "
+                        "topics emotion-edge knows are cleared", c.host, c.port, ", ".join(refused))  # fmt: skip
+        subscribed.set()
+
     client.on_connect = on_connect
-    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
     try:
         client.connect(c.host, c.port, keepalive=c.keepalive)

@@ -58,7 +58,13 @@ def open_source(spec: str, *, width: int = 640, height: int = 480, fps: float = 
         return WebcamSource(int(spec), **camera)
     if _is_camera_device(spec):
         return WebcamSource(spec, **camera)
-    path = Path(spec.removeprefix("file://"))
+    try:
+        return _open_path(Path(spec.removeprefix("file://")), spec, fps=fps, loop=loop)
+    except PermissionError as exc:  # Python's path checks raise where a folder on the way is closed to us
+        raise SourceError(f"{spec}: cannot read {exc.filename or spec}: permission denied") from None
+
+
+def _open_path(path: Path, spec: str, *, fps: float, loop: bool) -> FrameSource:
     if path.is_dir():
         return FolderSource(path, fps=fps, loop=loop)
     # by its name, or by its first bytes: a photo renamed .mp4 is one frame, not a video that ends at once
@@ -77,14 +83,16 @@ def names_a_camera(spec: str) -> bool:
 
 
 def _is_camera_device(spec: str) -> bool:
-    """/dev/video0, a stable name such as /dev/v4l/by-id/usb-…-video-index0 (either may not be plugged in
-    yet), or another character device; a clip on a RAM disk (/dev/shm/clip.mp4) is a file."""
-    if spec.startswith(("/dev/video", "/dev/v4l/")):
-        return True
-    try:
-        return spec.startswith("/dev/") and stat.S_ISCHR(os.stat(spec).st_mode)
-    except OSError:
+    """/dev/video0, a stable name such as /dev/v4l/by-id/usb-…-video-index0 or a udev rule's own (any of them
+    perhaps not plugged in yet): a name under /dev/ but for the files and folders there, such as a clip on
+    the RAM disk (/dev/shm/clip.mp4)."""
+    if not spec.startswith("/dev/"):
         return False
+    try:
+        mode = os.stat(spec).st_mode
+    except OSError:  # not there (yet), or not ours to look at: a camera to wait for
+        return True
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _is_stream(spec: str) -> bool:
