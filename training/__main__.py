@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge.arguments import number
 from training.config import PRECISIONS, TrainConfig, TrainError, changed_settings
-from training.quiet import quiet_startup
+from training.quiet import import_tensorflow, quiet_startup
 
 quiet_startup()  # before anything imports TensorFlow
 
@@ -214,7 +214,8 @@ def _train(args: argparse.Namespace) -> int:
                 "give a new --run-dir for a new experiment, or the run's own flags to continue it"
             )
     dataset = load_dataset(config.data, config.val_fraction, config.seed)
-    from training.train import train  # TensorFlow loads here, once the command is known to be good
+    import_tensorflow()  # here, once the command is known to be good
+    from training.train import train
 
     train(config, dataset)
     return 0
@@ -245,6 +246,7 @@ def _soup(args: argparse.Namespace) -> int:
     from training.files import soup_sources
 
     paths = soup_sources(args.models)  # before TensorFlow's seconds of start-up
+    import_tensorflow()
     from training.soup import soup
 
     soup(paths, Path(args.run_dir))

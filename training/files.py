@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edge.vision.model_card import ModelError
 from training.config import TrainError
+from training.quiet import import_tensorflow
 
 FLOAT_MODEL = "model_float.keras"
 # What every .keras archive Keras 3 writes holds: the graph, and the weights in one of two forms.
@@ -71,6 +72,7 @@ def load_keras_model(path: Path, **options):
     """``keras.models.load_model(path, **options)``, with a file that is not a model (or one Keras cannot
     rebuild) a ModelError naming it, in one line."""
     check_keras_file(path)
+    import_tensorflow()
     import keras
 
     try:

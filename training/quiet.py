@@ -21,6 +21,16 @@ def quiet_startup() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def import_tensorflow() -> None:
+    """Import TensorFlow (and so Keras' backend) with what it prints while it loads held (held_output): since
+    2.21 its oneDNN notice comes through absl before any log level applies, twice. Called where a command
+    first needs it, once its cheap checks have passed; later imports are Python's cached module."""
+    if "tensorflow" in sys.modules:
+        return
+    with held_output():
+        import tensorflow  # noqa: F401
+
+
 @contextlib.contextmanager
 def held_output() -> Iterator[None]:
     """Whatever is written to stdout and stderr inside, by Python or by C++ (file descriptors 1 and 2), is held
