@@ -125,6 +125,13 @@ def saved_layers(path: Path) -> list[tuple[str, str]]:
     return [(layer["class_name"], layer["config"]["dtype"]["config"]["name"]) for layer in config["layers"][1:]]
 
 
+def test_averaging_from_random_weights_is_warned_about(tmp_path, caplog):
+    argv = ["train", str(FER), "--run-dir", str(tmp_path / "avg"), *TINY, "--epochs", "1", "--average", "0.999"]
+    assert training_main(argv) == 0
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "training.train"]
+    assert warning.startswith("--average from random weights: ") and "(--init)" in warning
+
+
 @pytest.mark.parametrize(
     ("flags", "hardware"),
     [

@@ -304,6 +304,10 @@ def train(config: TrainConfig, dataset: Dataset | None = None) -> dict:
         (run_dir / HISTORY).unlink(missing_ok=True)
         precision = resolve_precision(config.precision)
         log.info("computing in %s (--precision %s)", precision, config.precision)
+        if config.average > 0 and not config.init:
+            log.warning("--average from random weights: validation and the best epoch read the averaged weights "
+                        "through batch-norm statistics of weights that still move fast, so they mean little until "
+                        "the run settles; it is made for fine-tuning (--init)")  # fmt: skip
         model = _initial_model(config, precision)
         model.compile(
             optimizer=_optimizer(config),
