@@ -145,8 +145,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_FRAMES, DEFAULT_FACES = 300, 500
-# bench's options of one kind of bench each (argparse key -> how the user wrote it)
+# bench's options of one kind of bench each (argparse key -> how the user wrote it); unset ones are None, so
+# that what was given is known, and the bench's own defaults apply to the rest
 PIPELINE_BENCH = {"src": "SRC", "frames": "--frames", "config": "--config", "truth": "--truth"}
 CLASSIFIER_BENCH = {"model": "--model", "backend": "--backend", "threads": "--threads", "faces": "--faces"}
 
@@ -162,13 +162,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         log.error("bench: %s %s to %s%s", ", ".join(given), "apply" if given[1:] else "applies", which, hint)
         return 2
     if args.classifier:
-        bench.run_classifier(
-            args.model, backend=args.backend or "auto", threads=args.threads or 1, n=args.faces or DEFAULT_FACES
-        )
+        bench.run_classifier(args.model, **_given(backend=args.backend, threads=args.threads, n=args.faces))
     else:
         config = load(args.config) if args.config else None
-        bench.run(args.src, config, frames=args.frames or DEFAULT_FRAMES, truth=args.truth)
+        bench.run(args.src, config, truth=args.truth, **_given(frames=args.frames))
     return 0
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (argparse leaves the others None): the called function's defaults are the rest."""
+    return {key: value for key, value in options.items() if value is not None}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -266,16 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="frames per second, per-stage times and memory on a clip")
     bench.add_argument("src", nargs="?", metavar="SRC", help="video, image or folder (default: the bundled clip)")
-    bench.add_argument("--frames", type=number(int, 1, 100_000), metavar="N", help=f"frames to time ({DEFAULT_FRAMES})")
+    bench.add_argument("--frames", type=number(int, 1, 100_000), metavar="N", help="frames to time (300)")
     bench.add_argument("--config", metavar="FILE", help="take [detector]/[classifier]/[tracker] from this file")
     bench.add_argument("--truth", metavar="TRUTH.json", help="score each frame against this truth (plays SRC once)")
     bench.add_argument("--classifier", action="store_true", help="time the emotion classifier alone, ms per face")
     bench.add_argument("--model", metavar="M", help="with --classifier: a .tflite with its .json card")
     bench.add_argument("--backend", choices=("auto", *BACKENDS), help="with --classifier (auto)")
     bench.add_argument("--threads", type=number(int, 1, 64), metavar="N", help="with --classifier: threads (1)")
-    bench.add_argument(
-        "--faces", "--n", type=number(int, 1, 100_000), metavar="N", help=f"with --classifier ({DEFAULT_FACES})"
-    )
+    bench.add_argument("--faces", "--n", type=number(int, 1, 100_000), metavar="N", help="with --classifier (500)")
     _add_log_level(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -395,12 +395,14 @@ def run(
 
 
 def _write_record(records: CsvWriter | JsonlWriter, record: dict[str, Any] | None, out: TextIO) -> bool:
-    """Write ``record`` (None: flush what is written); False once the reader has gone, as ``head`` goes when it
-    has its lines: the rest is written to nothing, so that the run can finish its files and exit quietly."""
+    """Write ``record`` (None: flush what is buffered); False once the reader has gone, as ``head`` goes when it
+    has its lines (noticed when the buffer is next written out): the rest is written to nothing, so that the run
+    can finish its files and exit quietly."""
     try:
-        if record is not None:
+        if record is None:
+            out.flush()
+        else:
             records.write(record)
-        out.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return False
