@@ -197,6 +197,50 @@ def test_each_run_of_bad_commands_is_said_once_and_a_bad_one_leaves_the_wanted_v
         pub.stop()
 
 
+def test_a_retained_command_is_no_command_and_a_torn_state_file_starts_the_device_paused(
+    tmp_path: Path, broker: Broker, subscribe: Callable[..., Subscriber], caplog
+) -> None:
+    """A retained ON left on the command topic would reopen a paused camera at every reconnection; a pause
+    state file a power cut tore open must not resume a camera its household had paused."""
+    empty = tmp_path / "config.toml"
+    empty.write_text("")
+    config = load(
+        empty, env={}, overrides={"mqtt.port": broker.port, "mqtt.host": "127.0.0.1", "mqtt.device_id": "testpi"}
+    )
+    topics = Topics.of(PREFIX, "testpi")
+    sub = subscribe(broker.port, [topics.enabled])
+    sub.client.publish(topics.enabled_set, "ON", qos=1, retain=True).wait_for_publish(5)
+    state = tmp_path / "enabled"
+    state.write_text("")  # renamed into place before its content reached the card
+    pub = MqttPublisher(config.mqtt, topics.availability)
+    switch = EnabledSwitch(pub, topics, state)
+    switch.attach()
+    pub.start()
+    try:
+        assert switch.enabled is False
+        sub.wait_for(topics.enabled, lambda m: m.text == "OFF")
+
+        def retained() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "ignoring a retained" in r.getMessage()]
+
+        wait_until(lambda: bool(retained()), 10, "the retained ON said")
+        assert retained() == [f"{topics.enabled_set}: ignoring a retained b'ON': commands are not retained (clear it "
+                              f"with mosquitto_pub -r -n -t {topics.enabled_set})"]  # fmt: skip
+        assert switch.take() is None, "the retained ON asks nothing"
+        sub.client.publish(topics.enabled_set, "", qos=1, retain=True).wait_for_publish(5)  # cleared: says nothing
+        send(sub, topics.enabled_set, "on")
+        wait_until(lambda: switch._wanted is not None, 10, "the ON sent now")
+        assert switch.take() is True
+        switch.applied(True)
+        assert state.read_text() == "ON\n"
+        assert not [r for r in caplog.records if "ignoring b''" in r.getMessage()]
+    finally:
+        pub.stop()
+    assert [r.getMessage() for r in caplog.records if "enabled:" in r.getMessage() and r.levelname == "ERROR"] == [
+        f"{state}: unexpected content '', staying paused until ON"
+    ]
+
+
 def test_a_command_topic_the_broker_will_not_let_it_read_is_one_error_naming_it_across_reconnections(
     tmp_path: Path, broker_factory: Callable[..., Broker], subscribe: Callable[..., Subscriber], caplog
 ) -> None:
@@ -215,7 +259,7 @@ def test_a_command_topic_the_broker_will_not_let_it_read_is_one_error_naming_it_
     pub = MqttPublisher(config.mqtt, topics.availability)
     EnabledSwitch(pub, topics, None).attach()  # subscribes first, so its answer comes first
     heard: list[bytes] = []
-    pub.subscribe("homeassistant/status", lambda _topic, payload: heard.append(payload))
+    pub.subscribe("homeassistant/status", lambda _topic, payload, _retained: heard.append(payload))
     refused = lambda: [r for r in caplog.records if "refused the subscription" in r.getMessage()]  # noqa: E731
     pub.start()
     try:

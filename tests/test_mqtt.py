@@ -128,7 +128,7 @@ def test_subscriptions_deliver_and_survive_a_broker_restart(
 ) -> None:
     pub = publishers(make_config(tmp_path, broker.port))
     got: list[tuple[str, bytes]] = []
-    pub.subscribe("testing/in", lambda topic, payload: got.append((topic, payload)))
+    pub.subscribe("testing/in", lambda topic, payload, _retained: got.append((topic, payload)))
     pub.start()
     sender = subscribe(broker.port, ["unused"])
 
@@ -167,7 +167,7 @@ def test_tls_with_client_certificate_and_password(
 
     good = publishers(make_config(tmp_path, broker.port, username="pi", password="s3cret", **tls))
     echoed: list[bytes] = []
-    good.subscribe(TOPICS.availability, lambda _topic, payload: echoed.append(payload))
+    good.subscribe(TOPICS.availability, lambda _topic, payload, _retained: echoed.append(payload))
     good.start()
     wait_until(lambda: b"online" in echoed, 15, "the TLS client's own retained 'online' back from the broker")
 

@@ -404,6 +404,24 @@ def test_a_viewer_that_stops_reading_is_dropped_and_the_encoding_stops(
     assert preview_warnings(caplog) == [] and "Traceback" not in caplog.text
 
 
+def test_viewers_who_leave_while_no_frames_come_free_their_slots(caplog: pytest.LogCaptureFixture) -> None:
+    # Paused or without a camera no frame is written, so no failed write can tell that a viewer has gone.
+    live = LiveView("testpi")
+    with serving(live) as server:
+        viewers = []
+        for _ in range(preview_server.MAX_CLIENTS):
+            viewer = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            viewers.append(viewer)
+        wait_until(lambda: live.watchers == preview_server.MAX_CLIENTS, 5, "every viewer to be streamed to")
+        for viewer in viewers:
+            viewer.close()
+        wait_until(lambda: live.watchers == 0, 5, "the viewers who left to be let go")
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/status.json", timeout=5) as response:
+            assert response.status == 200
+    assert preview_warnings(caplog) == [] and "Traceback" not in caplog.text
+
+
 def process_threads(pid: int) -> int:
     return int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
 

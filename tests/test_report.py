@@ -210,6 +210,15 @@ def test_since_spans():
     assert report.parse_since("2026-09-21T10:00:00Z") == datetime(2026, 9, 21, 10, tzinfo=timezone.utc).timestamp()
 
 
+def test_a_time_without_a_zone_is_utc_on_a_machine_in_any_zone(edge_env, tmp_path):
+    for zone in ("America/New_York", "Asia/Kolkata"):
+        done = subprocess.run(edge_command("report", "--db", str(FLEET_DB), "--since", "2026-09-21T10:30", "-o",
+                                           str(tmp_path / "r.html")), env={**edge_env, "TZ": zone}, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert page_data(tmp_path / "r.html")["table"][-1]["face_seconds"] == 70.0, zone  # as from 10:30Z
+
+
 def watched(db: Path, messages: list[tuple[str, dict]]) -> None:
     """``messages`` (device, event body) stored as ``watch`` stores them, through its schema check."""
     store = Store(db)
@@ -364,6 +373,54 @@ def test_a_visit_still_open_is_cut_at_the_last_news_of_its_device_in_any_of_the_
         (first,) = [v for v in data["visits"] if v["track"] == 1]
         assert first["seconds"] == {"happy": 300.0}, paths
         assert data["table"][-1]["face_seconds"] == 355.0
+
+
+def test_a_visit_a_crash_left_open_ends_with_its_run_not_at_the_news_of_the_next_one(tmp_path):
+    """A power cut mid-visit loses its end; the device's next run, two days later, says nothing of it."""
+    t = float(int(time.time()) - 3 * 86400)
+    watched(tmp_path / "w.db", [
+        event("hall", "start", t, 0.0, "happy", run="r1", seq=1),
+        event("hall", "change", t + 20, 20.0, "sad", run="r1", seq=2),
+        event("hall", "start", t + 30, 0.0, "fear", run="r1", seq=3, track=2),  # the run's last event: the cut
+        event("hall", "start", t + 2 * 86400, 0.0, "neutral", run="r2", seq=1),  # the same track number again
+        event("hall", "end", t + 2 * 86400 + 5, 5.0, "neutral", run="r2", seq=2),
+    ])  # fmt: skip
+    data = report.from_databases([tmp_path / "w.db"]).to_dict()
+    assert [(v["track"], v["t0"] - t, v["t1"] - t, v["seconds"]) for v in data["visits"]] == [
+        (1, 0.0, 30.0, {"happy": 20.0, "sad": 10.0}),  # until its run's last event (track 2 heard of, no time)
+        (1, 2 * 86400.0, 2 * 86400.0 + 5, {"neutral": 5.0}),
+    ]
+    assert data["table"][-1]["face_seconds"] == 35.0
+
+
+def test_devices_named_like_the_totals_row_or_with_any_digits_get_rows_of_their_own(tmp_path):
+    """ "overall" is a valid device id, and "²" a digit to str.isdigit() that int() refuses."""
+    t = float(int(time.time()) - 3600)
+    watched(tmp_path / "w.db", [*visit("overall", 1, t, 100.0), *visit("hall", 2, t, 50.0, "sad"),
+                                *visit("cam1²", 3, t, 5.0, "fear"), *visit("cam10", 4, t, 1.0)])  # fmt: skip
+    table = report.from_databases([tmp_path / "w.db"]).table()
+    assert [(row["name"], row["visits"], row["face_seconds"]) for row in table] == [
+        ("cam1²", 1, 5.0), ("cam10", 1, 1.0), ("hall", 1, 50.0), ("overall", 1, 100.0), ("overall", 4, 156.0),
+    ]  # fmt: skip
+
+
+def test_report_of_a_damaged_database_says_so_in_one_line_and_one_since_before_the_epoch_takes_all(edge_env, tmp_path):
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(FLEET_DB, damaged)
+    with open(damaged, "r+b") as f:  # the header and the schema page kept, the pages of the tables overwritten
+        f.seek(4096)
+        f.write(b"\xff" * (damaged.stat().st_size - 4096))
+    done = subprocess.run(edge_command("report", "--db", str(damaged), "-o", str(tmp_path / "r.html")), env=edge_env,
+                          cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().endswith(f"ERROR report: {damaged}: cannot read database (database disk image is "
+                                        "malformed)"), done.stderr  # fmt: skip
+    for since in ("1000000d", "0001-01-01T00:00:00+05:00"):  # before the epoch, or before year 1 in UTC
+        done = subprocess.run(edge_command("report", "--db", str(FLEET_DB), "--since", since, "-o",
+                                           str(tmp_path / "r.html")), env=edge_env, cwd=REPO, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert page_data(tmp_path / "r.html")["table"][-1]["face_seconds"] == pytest.approx(sum(OVERALL.values()))
 
 
 def test_report_names_the_line_of_a_frame_it_cannot_read(edge_env, tmp_path):

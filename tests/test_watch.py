@@ -481,6 +481,54 @@ def test_a_named_watcher_gets_what_was_published_while_it_was_stopped(broker: Br
     assert second.stop() == 0
 
 
+def test_watch_waits_out_a_database_another_program_holds_locked_and_then_stores(broker: Broker, watch, tmp_path):
+    db = tmp_path / "w.db"
+    w = watch(broker.port, db)
+    w.wait_for_log("subscribed to")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another program's write, held past the watcher's 10 s busy timeout
+    client = publisher(broker.port)
+    publish_all(client, [("emotion-edge/hall/events", payloads.encode(b)) for b in events("hall", 3)])
+    w.wait_for_log("is locked by another program; waiting to store", timeout=30)
+    time.sleep(2)
+    holder.execute("ROLLBACK")
+    holder.close()
+    wait_until(lambda: w.stored() == 3, 30, "the 3 events stored once the lock is gone")
+    w.wait_for_log("is writable again")
+    client.disconnect()
+    stop_running(w)
+    assert "3 events stored, 0 duplicates dropped, 0 malformed" in w.log, w.log
+    assert w.log.count("is locked by another program") == 1, w.log
+
+
+def test_watch_stops_with_one_line_when_its_database_cannot_store_and_gets_the_message_again(
+    broker: Broker, watch, tmp_path
+):
+    """A database that fails for every message (here its table dropped under it: full, read-only, damaged
+    fail alike) stops the watcher before the message is acknowledged, so the broker hands it over again."""
+    db = tmp_path / "w.db"
+    first = watch(broker.port, db, "--client-id", "archive-2")
+    first.wait_for_log("subscribed to")
+    with sqlite3.connect(db) as other:
+        other.execute("DROP TABLE events")
+    body = events("hall", 1)[0]
+    client = publisher(broker.port)
+    publish_all(client, [("emotion-edge/hall/events", payloads.encode(body))])
+    assert first.process.wait(20) == 1, first.log
+    errors = [line for line in first.lines if "ERROR" in line]
+    assert len(errors) == 1 and "Traceback" not in first.log, first.log
+    assert errors[0].endswith(f"watch: {db}: cannot store messages (no such table: events); stopping, the message "
+                              "in hand unacknowledged"), errors  # fmt: skip
+    for path in tmp_path.glob("w.db*"):
+        path.unlink()
+    second = watch(broker.port, db, "--client-id", "archive-2")
+    wait_until(lambda: second.stored() == 1, 15, "the unacknowledged event handed over again")
+    client.disconnect()
+    stop_running(second)
+    with sqlite3.connect(db) as stored:
+        assert stored.execute("SELECT run, seq FROM events").fetchall() == [(body["run"], body["seq"])]
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [

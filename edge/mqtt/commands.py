@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 ON, OFF = "ON", "OFF"
 STATE_FILE = "enabled"
 MAX_SHOWN = 40  # characters of a bad payload shown in the log
+MAX_COMMAND = 16  # bytes: a longer payload is no command, and is not decoded (a broker takes up to 256 MB)
 
 
 def state_path(env: Mapping[str, str] = os.environ) -> Path | None:
@@ -36,6 +37,8 @@ def state_path(env: Mapping[str, str] = os.environ) -> Path | None:
 
 def parse(payload: bytes) -> bool | None:
     """True for ON, False for OFF (any case, surrounding blanks ignored), None for anything else."""
+    if len(payload) > MAX_COMMAND:
+        return None
     try:
         text = payload.decode("ascii").strip().upper()
     except UnicodeDecodeError:
@@ -75,7 +78,13 @@ class EnabledSwitch:
         self._save()
         self.publish()
 
-    def _on_command(self, _topic: str, payload: bytes) -> None:
+    def _on_command(self, _topic: str, payload: bytes, retained: bool) -> None:
+        if not payload:  # someone clearing a retained command (mosquitto_pub -r -n): nothing asked
+            return
+        if retained:  # a command is for the moment it is sent: a stored one would undo every later pause
+            log.warning("%s: ignoring a retained %r: commands are not retained (clear it with mosquitto_pub -r -n "
+                        "-t %s)", self._topics.enabled_set, payload[:MAX_SHOWN], self._topics.enabled_set)  # fmt: skip
+            return
         value = parse(payload)
         if value is None:
             if not self._bad_logged:  # one line, not one per message from a misconfigured sender
@@ -88,6 +97,8 @@ class EnabledSwitch:
             self._wanted = value
 
     def _load(self) -> bool:
+        """The value kept; paused when the file is there but unreadable or torn: a privacy switch fails closed,
+        and ``ON`` from the broker resumes."""
         if self._path is None:
             return True
         try:
@@ -95,19 +106,27 @@ class EnabledSwitch:
         except FileNotFoundError:
             return True
         except OSError as exc:
-            log.error("%s: cannot read the pause state, running (%s)", self._path, exc.strerror)
-            return True
+            log.error("%s: cannot read the pause state, staying paused until ON (%s)", self._path, exc.strerror)
+            return False
         if text not in (ON, OFF):
-            log.error("%s: unexpected content %r, running", self._path, text[:MAX_SHOWN])
-            return True
+            log.error("%s: unexpected content %r, staying paused until ON", self._path, text[:MAX_SHOWN])
+            return False
         return text == ON
 
     def _save(self) -> None:
         if self._path is None:
             return
         partial = self._path.with_name(self._path.name + ".partial")
-        try:
-            partial.write_text((ON if self.enabled else OFF) + "\n")
+        try:  # written, fsynced, renamed, and the rename fsynced: a power cut leaves the old value or the new
+            with open(partial, "w") as f:
+                f.write((ON if self.enabled else OFF) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
             partial.replace(self._path)
+            folder = os.open(self._path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
         except OSError as exc:
             log.error("%s: cannot keep the pause state across a restart (%s)", self._path, exc.strerror)

@@ -251,7 +251,7 @@ class Discovery:
         if self._timer is not None:
             self._timer.cancel()
 
-    def _on_status(self, _topic: str, payload: bytes) -> None:
+    def _on_status(self, _topic: str, payload: bytes, _retained: bool) -> None:
         if payload.strip() != ONLINE.encode():
             return
         delay = random.uniform(0, self._birth_delay)

@@ -33,7 +33,7 @@ from edge.mqtt.payloads import OFFLINE, ONLINE
 
 log = logging.getLogger(__name__)
 
-MessageCallback = Callable[[str, bytes], None]
+MessageCallback = Callable[[str, bytes, bool], None]  # topic, payload, retained
 
 # Messages handed to paho and not yet acknowledged. Small, so a link that froze holds little that must
 # be sent twice, and large enough that a 20 ms round trip still carries hundreds of events a second.
@@ -82,13 +82,23 @@ def outbox_path(config: MqttConfig, env: dict[str, str] | os._Environ = os.envir
 
 
 def make_client(
-    config: MqttConfig, client_id: str, *, protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311
+    config: MqttConfig,
+    client_id: str,
+    *,
+    protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311,
+    manual_ack: bool = False,
 ) -> mqtt.Client:
     """A paho client with the configured credentials and TLS, for the publisher and for subscribers
     (the demo, ``watch``: MQTT 5 for shared subscriptions) that must reach the same broker the same way."""
     # MQTT 5 has no clean_session: clean_start is given with each connect instead
     clean = True if protocol != mqtt.MQTTv5 else None
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, clean_session=clean)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=protocol,
+        clean_session=clean,
+        manual_ack=manual_ack,  # a subscriber that acknowledges only what it has stored
+    )
     client.enable_logger(_paho_log)  # packet traces at --log-level debug, callback errors always
     if config.username:
         client.username_pw_set(config.username, config.password or None)
@@ -200,9 +210,12 @@ class MqttPublisher:
             self._cond.notify_all()
 
     def subscribe(self, topic: str, callback: MessageCallback) -> None:
-        """Deliver messages on ``topic`` (filters allowed) to ``callback(topic, payload)`` in paho's thread;
-        renewed on every reconnection because the session is clean."""
-        self._client.message_callback_add(topic, lambda _c, _u, msg: callback(msg.topic, bytes(msg.payload)))
+        """Deliver messages on ``topic`` (filters allowed) to ``callback(topic, payload, retained)`` in paho's
+        thread; renewed on every reconnection because the session is clean. ``retained``: the broker's stored
+        copy, sent because this client subscribed, not a message published just now."""
+        self._client.message_callback_add(
+            topic, lambda _c, _u, msg: callback(msg.topic, bytes(msg.payload), bool(msg.retain))
+        )
         with self._sub_lock:  # either the connection's own round of subscriptions sends it, or this does
             self._subscriptions[topic] = callback
             live = self._session

@@ -11,7 +11,7 @@ loopback bind a request must name the host as ``localhost`` or a loopback addres
 On a LAN bind anyone on the network can connect, and the threads and file descriptors a client holds
 are the ones the MQTT connection and the camera need too. So at most ``MAX_CLIENTS`` connections are
 served at once (more are answered 503 without a thread), a request must arrive in full within
-``REQUEST_TIMEOUT`` of connecting, and a send that makes no progress for ``SEND_TIMEOUT`` ends the
+``REQUEST_TIMEOUT`` of connecting, and a frame that cannot be sent within ``SEND_TIMEOUT`` ends the
 connection: a viewer that stops reading would otherwise keep its stream, and the encoder, running
 for nobody. A client hanging up is ordinary and logged at debug level only.
 """
@@ -23,6 +23,7 @@ import io
 import ipaddress
 import json
 import logging
+import select
 import socket
 import sys
 import threading
@@ -285,6 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
             while not self.server.stopping.is_set():
                 got = live.next_frame(seq, timeout=0.5)
                 if got is None:
+                    if _left(self.connection):  # no frame to fail writing (paused, camera away): ask the socket
+                        return
                     continue
                 seq, jpeg = got
                 head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
@@ -295,6 +298,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("preview %s: " + format, self.address_string(), *args)
+
+
+def _left(sock: socket.socket) -> bool:
+    """Whether the viewer has closed its end: a viewer sends nothing after its request, so a socket that
+    reads as ended (or reset) is one nobody watches, and its slot goes to the next viewer."""
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+        return bool(ready) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _loopback(bind: str) -> bool:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,14 +45,17 @@ class ReportError(ValueError):
 
 
 def parse_since(text: str, now: float | None = None) -> float:
-    """``24h``, ``90m``, ``7d``, ``30s`` before now, or an ISO 8601 time; seconds since the epoch."""
+    """``24h``, ``90m``, ``7d``, ``30s`` before now, or an ISO 8601 time (UTC unless it names a zone);
+    seconds since the epoch, and no earlier than the epoch: before it there are no events."""
     match = _SPAN.match(text.strip())
     if match:
-        return (time.time() if now is None else now) - float(match.group(1)) * _UNIT[match.group(2)]
-    try:
-        return parse_ts(text)
-    except ValueError:
-        raise ReportError(f"--since {text!r}: expected a span such as 24h, 90m, 7d, or an ISO 8601 time") from None
+        since = (time.time() if now is None else now) - float(match.group(1)) * _UNIT[match.group(2)]
+    else:
+        try:
+            since = parse_ts(text)
+        except (ValueError, OverflowError):
+            raise ReportError(f"--since {text!r}: expected a span such as 24h, 90m, 7d, or an ISO 8601 time") from None
+    return max(since, 0.0)
 
 
 @dataclass
@@ -124,6 +128,8 @@ def from_databases(
             if skipped := store.implausible():
                 log.warning("report: %s: %d rows left out, dated over a day after they arrived or with an impossible "
                             "duration (stored before watch refused such messages)", path, skipped)  # fmt: skip
+        except sqlite3.Error as exc:  # opened, but a page of it is damaged, or another program holds it locked
+            raise ReportError(f"{path}: cannot read database ({exc})") from None
         finally:
             store.close()
     if not events:

@@ -7,7 +7,9 @@ recording's frames are summarised by one piece of code:
 - from stored events, a visit runs from its ``start`` (dated ``ts - duration``: ``duration``
   counts from the first sighting) through each ``change`` to its ``end``. A visit first heard of
   mid-way (the watcher started later, or ``--since`` cut it) starts at that event, under that
-  event's emotion; one with no ``end`` yet is cut at the last time its device was heard from.
+  event's emotion; one with no ``end`` yet is cut at the last time its device was heard from, or,
+  once the device has started again (a new ``run``: a crash or a power cut lost the ``end``), at the
+  last event of its own run.
 - from ``analyze`` frames, each face on a frame counts for one frame time (1/fps).
 
 Shares are of face-time: two faces happy for a minute weigh as much as one face for two.
@@ -69,6 +71,7 @@ def from_events(events: Iterable[StoredEvent], last_seen: Mapping[str, float]) -
     """Segments from events in time order; ``last_seen`` cuts the visits still open per device."""
     segments: list[Segment] = []
     live: dict[tuple[str, str | None, int], _Open] = {}
+    runs: dict[str, tuple[str | None, float]] = {}  # device -> its current run and that run's last event
 
     def cut(key: tuple[str, str | None, int], until: float) -> None:
         visit = live.pop(key)
@@ -76,6 +79,11 @@ def from_events(events: Iterable[StoredEvent], last_seen: Mapping[str, float]) -
             segments.append(Segment(visit.group, visit.visit, visit.track, visit.mark, until, visit.emotion))
 
     for e in events:
+        run, last = runs.get(e.device, (e.run, e.t))
+        if e.run != run:  # the device started again: what its old run left open ended with that run
+            for key in [k for k in live if k[0] == e.device and k[1] == run]:
+                cut(key, last)
+        runs[e.device] = (e.run, e.t)
         key = (e.device, e.run, e.track)
         if e.type == "start" or key not in live:
             if key in live:  # a start for a live visit: its end was lost; it lasted until its last news
@@ -145,7 +153,7 @@ def predominant(seconds: Mapping[str, float]) -> str:
 
 def _natural(name: str) -> list[Any]:
     """ "track 2" before "track 10"."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+    return [int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", name)]  # not "²"
 
 
 def hour_of(t: float) -> str:
@@ -167,6 +175,8 @@ def table(
     left out: past ``limit``, only the ``limit`` with the most face-time are rows (``overall`` counts all)."""
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     counted: dict[str, set[str]] = defaultdict(set)
+    overall: dict[str, float] = {}  # apart from the rows: a device may be named "overall" too
+    seen: set[str] = set()
 
     def add(name: str, s: Segment, seconds: float) -> None:
         rows[name][s.emotion] = rows[name].get(s.emotion, 0.0) + seconds
@@ -181,20 +191,22 @@ def table(
                 start += 3600
         else:
             add(s.group, s, s.seconds)
-        add("overall", s, s.seconds)
-    groups = [n for n in rows if n != "overall"]
-    kept = heapq.nlargest(limit, groups, key=lambda n: sum(rows[n].values()))
-    names = sorted(kept, key=_natural) + (["overall"] if rows else [])
+        overall[s.emotion] = overall.get(s.emotion, 0.0) + s.seconds
+        seen.add(s.visit)
+    kept = heapq.nlargest(limit, rows, key=lambda n: sum(rows[n].values()))
+    listed = [(name, rows[name], len(counted[name])) for name in sorted(kept, key=_natural)]
+    if segments:
+        listed.append(("overall", overall, len(seen)))
     return [
         {
             "name": name,
-            "visits": len(counted[name]),
-            "face_seconds": round(sum(rows[name].values()), 3),
-            "predominant": predominant(rows[name]),
-            "share": shares(rows[name], labels),
+            "visits": count,
+            "face_seconds": round(sum(seconds.values()), 3),
+            "predominant": predominant(seconds),
+            "share": shares(seconds, labels),
         }
-        for name in names
-    ], len(groups) - len(kept)
+        for name, seconds, count in listed
+    ], len(rows) - len(kept)
 
 
 def timeline(segments: Sequence[Segment], labels: Sequence[str], bins: int = 100) -> dict[str, Any]:

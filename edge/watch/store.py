@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,32 @@ CREATE TABLE rejects (
 """
 
 
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # primary result codes (sqlite3 names them only from Python 3.11)
+
+
 class StoreError(RuntimeError):
     """A database that cannot be used; the message names the file."""
 
 
+def database_failure(exc: BaseException) -> bool:
+    """Whether SQLite refused because of the database (locked, full, read-only, damaged), not the row:
+    storing any other message would fail the same way."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError))
+
+
+def busy(exc: BaseException) -> bool:
+    """Another connection holds the database's write lock past the busy timeout: it passes."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11 on; before it, only the message says
+    return code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED) if code is not None else "locked" in str(exc)
+
+
 def parse_ts(text: str) -> float:
-    """Seconds since the epoch from the payloads' ISO 8601 UTC time (``...Z``)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    """Seconds since the epoch from the payloads' ISO 8601 UTC time (``...Z``); a time without a zone is UTC
+    too, as every time a device sends and a report shows is, whatever this machine's zone."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def content_hash(body: Mapping[str, Any]) -> str:
@@ -117,7 +136,9 @@ class Store:
             self._check_schema(readonly)  # before anything is changed: another program's database stays as it is
             if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut loses at most the last commits
+                # FULL: each commit fsynced, as the broker deletes what is acknowledged (NORMAL would make
+                # a WAL commit durable only at the next checkpoint, so a power cut could lose the last ones)
+                self.db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot use database ({exc})") from None
 

@@ -27,6 +27,7 @@ import math
 import secrets
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -45,7 +46,7 @@ from edge.config import MAX_NAME, MqttConfig
 from edge.mqtt.link import Link
 from edge.mqtt.publisher import make_client
 from edge.watch.live import DeviceView, printable, render_lines, render_table
-from edge.watch.store import MAX_DURATION, TS_AHEAD, Store
+from edge.watch.store import MAX_DURATION, TS_AHEAD, Store, busy, database_failure
 
 log = logging.getLogger(__name__)
 
@@ -233,13 +234,14 @@ class Watcher:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._malformed_topics: set[str] = set()
+        self.failure = ""  # why the watcher stopped by itself: the database refused to store
         # Connection state, touched only by the thread in run() (paho's callbacks run there too).
         self._link = Link(config)
         self._connected = False
         self._refused = False  # the current attempt got a CONNACK refusing it
         durable = client_id is not None
         client_id = client_id or f"emotion-edge-watch-{socket.gethostname()}-{secrets.token_hex(3)}"
-        self.client = make_client(config, client_id, protocol=mqtt.MQTTv5)
+        self.client = make_client(config, client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -287,17 +289,43 @@ class Watcher:
         elif not self._refused:  # connected to something that closed or never answered as a broker would
             self._link.unreachable(f"no CONNACK: {reason}")
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        """Stores the message, then acknowledges it: one the database cannot take stops the watcher unacknowledged,
+        so a named watcher's broker hands it over again after the restart."""
         received = time.time()
         payload = bytes(msg.payload)
+        waited = False
+        while True:
+            try:
+                self._take(msg.topic, payload, received)
+                break
+            except sqlite3.Error as exc:
+                if self._stopping.is_set():
+                    return
+                if not busy(exc):
+                    self.failure = f"{self.store.path}: cannot store messages ({exc})"
+                    log.error("watch: %s; stopping, the message in hand unacknowledged", self.failure)
+                    self.stop()
+                    return
+                if not waited:  # waits while another program holds the lock: each try waits the busy timeout
+                    log.warning("watch: %s is locked by another program; waiting to store", self.store.path)
+                    waited = True
+        if waited:
+            log.info("watch: %s is writable again", self.store.path)
+        client.ack(msg.mid, msg.qos)
+
+    def _take(self, topic: str, payload: bytes, received: float) -> None:
+        """One message into the store, or into its rejects; a database error passes up."""
         try:
-            leaf, body = parse(msg.topic, payload, received)
+            leaf, body = parse(topic, payload, received)
             new = store_message(self.store, leaf, body, received)
         except Malformed as exc:
-            self._reject(msg.topic, payload, str(exc), received)
+            self._reject(topic, payload, str(exc), received)
             return
         except Exception as exc:  # a value the schema check let through and SQLite refuses: skipped like one it caught
-            self._reject(msg.topic, payload, f"cannot be stored ({type(exc).__name__}: {exc})", received)
+            if database_failure(exc):
+                raise
+            self._reject(topic, payload, f"cannot be stored ({type(exc).__name__}: {exc})", received)
             return
         with self._lock:
             view = self.counts.view(body["device"])
@@ -395,4 +423,4 @@ def serve(config: MqttConfig, db: Path, *, group: str | None, client_id: str | N
     c = watcher.counts
     log.info("watch: stopped; %d events stored, %d duplicates dropped, %d malformed messages skipped",
              c.stored, c.duplicates, c.malformed)  # fmt: skip
-    return 0
+    return 1 if watcher.failure else 0
