@@ -99,7 +99,11 @@ class SourceConfig:
     width: int = setting(640, lo=16, hi=7680, doc="capture width in pixels; faces are cropped from this resolution")
     height: int = setting(480, lo=16, hi=4320, doc="capture height in pixels")
     fps: float = setting(
-        0.0, lo=0, hi=240, doc="capture rate; 0 = the source's own rate (a folder or image: 1 per second)"
+        0.0,
+        lo=0,
+        hi=240,
+        doc="rate asked of a camera, and a folder's or image's frames per second (0: the camera's own; 1 per second"
+        " for stills); a video file keeps its own rate",
     )
     loop: bool = setting(
         False, doc="restart a video file or folder at its end instead of stopping; repeat an image as a camera would"

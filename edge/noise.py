@@ -3,9 +3,10 @@
 The C++ runtimes under us print straight to file descriptor 2, where a user reading the journal
 cannot tell them from our own lines: LiteRT announces "INFO: Created TensorFlow Lite XNNPACK
 delegate for CPU." at every start, FFmpeg reports every damaged macroblock of a corrupt video
-("[mpeg4 @ 0x…] header damaged") and OpenCV warns about every stream timeout. What they say that
-matters reaches the user as our one line (a SourceError, a ModelError, "frames skipped"); the rest
-is kept at debug level (LiteRT) or not produced at all (OpenCV, FFmpeg).
+("[mpeg4 @ 0x…] header damaged"), libjpeg a truncated photo ("Premature end of JPEG file") and
+OpenCV warns about every stream timeout. What they say that matters reaches the user as our one
+line (a SourceError, a ModelError, "frames skipped", libjpeg's warning after the file's name); the
+rest is kept at debug level (LiteRT) or not produced at all (OpenCV, FFmpeg).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def quiet_opencv() -> None:
 
 
 @contextlib.contextmanager
-def stderr_to_log(logger: logging.Logger, level: int = logging.DEBUG) -> Iterator[None]:
-    """Whatever native code writes to fd 2 inside the block becomes lines of ``logger`` at ``level``."""
+def stderr_to_log(logger: logging.Logger, level: int = logging.DEBUG, prefix: str = "") -> Iterator[None]:
+    """Whatever native code writes to fd 2 inside the block becomes lines of ``logger`` at ``level``, each
+    after ``prefix`` (what it was about: the native line names nothing)."""
     sys.stderr.flush()
     try:
         saved = os.dup(2)
@@ -45,4 +47,4 @@ def stderr_to_log(logger: logging.Logger, level: int = logging.DEBUG) -> Iterato
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines():
                 if line.strip():
-                    logger.log(level, "%s", line.strip())
+                    logger.log(level, "%s%s", prefix, line.strip())

@@ -15,7 +15,7 @@ from helpers import read_image
 
 from edge.vision.classifier import DEFAULT_MODEL, EmotionClassifier
 from edge.vision.emotions import EMOTIONS
-from edge.vision.litert import interpreter_threads
+from edge.vision.litert import BACKENDS, BackendError, interpreter_class, interpreter_threads
 from edge.vision.model_card import ModelError
 
 FER = Path(__file__).parent / "fixtures" / "fer"
@@ -161,3 +161,29 @@ def test_classifier_never_imports_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [out[0], "False"] and out[0] != "tensorflow"
+
+
+def test_every_installed_backend_gives_the_same_probabilities():
+    """In a subprocess: the tensorflow backend imports TensorFlow, which the rest of the suite must not see."""
+    pytest.importorskip("tensorflow", reason="the [train] extra is not installed")
+    face = sorted((FER / "test" / "happy").glob("*.jpg"))[0]
+    code = (
+        "import numpy as np, cv2\n"
+        "from edge.vision.classifier import EmotionClassifier\n"
+        f"face = cv2.imread({str(face)!r}, cv2.IMREAD_GRAYSCALE)[None]\n"
+        "for backend in ('ai_edge_litert', 'tensorflow'):\n"
+        "    c = EmotionClassifier.load(backend=backend)\n"
+        "    print(c.backend, *c.predict(face)[0])\n"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = [line.split() for line in lines]
+    assert [row[0] for row in rows] == ["ai_edge_litert", "tensorflow"]
+    litert, tensorflow = (np.array(row[1:], float) for row in rows)
+    assert litert.argmax() == EMOTIONS.index("happy")
+    np.testing.assert_allclose(tensorflow, litert, atol=2 / 256)  # one int8 step either way, kernels may differ
+
+
+def test_a_backend_without_an_interpreter_is_named(monkeypatch):
+    monkeypatch.setitem(BACKENDS, "tensorflow", ("json", "lite.Interpreter"))
+    with pytest.raises(BackendError, match=r"tensorflow: module 'json' has no attribute 'lite'.*pip install ai-edge"):
+        interpreter_class("tensorflow")

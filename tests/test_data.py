@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -111,6 +112,17 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path):
     data = load_dataset(tmp_path / "fer")
     assert len(data.train) == 28
     assert data.train.skipped == [str(broken)]
+
+
+def test_a_truncated_photo_is_kept_and_named_not_left_to_libjpeg_on_stderr(tmp_path, caplog, capfd):
+    shutil.copytree(FER, tmp_path / "fer")
+    cut = sorted((tmp_path / "fer" / "train" / "happy").glob("*.jpg"))[0]
+    cut.write_bytes(cut.read_bytes()[:400])  # a copy cut short: its first rows decode
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        data = load_dataset(tmp_path / "fer")
+    assert len(data.train) == 28 and data.train.skipped == []
+    assert [r.getMessage() for r in caplog.records] == [f"{cut}: Premature end of JPEG file"]
+    assert capfd.readouterr().err == ""
 
 
 def photos(root: Path, counts: dict[str, int], broken: int = 0) -> Path:

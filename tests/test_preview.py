@@ -409,8 +409,8 @@ def test_viewers_who_leave_while_no_frames_come_free_their_slots(caplog: pytest.
     live = LiveView("testpi")
     with serving(live) as server:
         viewers = []
-        for _ in range(preview_server.MAX_CLIENTS):
-            viewer = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        for n in range(preview_server.MAX_CLIENTS):
+            viewer = connect_from(n, server.port)
             viewer.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: localhost\r\n\r\n")
             viewers.append(viewer)
         wait_until(lambda: live.watchers == preview_server.MAX_CLIENTS, 5, "every viewer to be streamed to")
@@ -420,6 +420,41 @@ def test_viewers_who_leave_while_no_frames_come_free_their_slots(caplog: pytest.
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/status.json", timeout=5) as response:
             assert response.status == 200
     assert preview_warnings(caplog) == [] and "Traceback" not in caplog.text
+
+
+def connect_from(n: int, port: int) -> socket.socket:
+    """The n-th client, from loopback addresses 127.0.0.2 and on (all of 127/8 is this host), as many from
+    each as the server lets one address hold: as though from that many devices on a LAN."""
+    sock = socket.socket()
+    sock.settimeout(5)
+    sock.bind((f"127.0.0.{2 + n // preview_server.MAX_CLIENTS_PER_HOST}", 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_one_device_cannot_take_every_slot(caplog: pytest.LogCaptureFixture) -> None:
+    live = LiveView("testpi")
+    with serving(live) as server:
+        held = [connect_from(0, server.port) for _ in range(preview_server.MAX_CLIENTS_PER_HOST)]
+        for sock in held:
+            sock.sendall(b"GET /stream.mjpg HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        wait_until(lambda: live.watchers == len(held), 5, "the device's viewers to be streamed to")
+        with connect_from(0, server.port) as more:  # one more from the same address
+            more.sendall(b"GET /status.json HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            assert more.recv(4096).startswith(b"HTTP/1.0 503 ")
+        with connect_from(preview_server.MAX_CLIENTS_PER_HOST, server.port) as other:  # another device
+            other.sendall(b"GET /status.json HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            assert other.recv(4096).startswith(b"HTTP/1.0 200 ")
+        for sock in held:
+            sock.close()
+        wait_until(lambda: live.watchers == 0, 5, "the viewers who left to be let go")
+        with connect_from(0, server.port) as again:  # the address's slots are free again
+            again.sendall(b"GET /status.json HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            assert again.recv(4096).startswith(b"HTTP/1.0 200 ")
+    assert preview_warnings(caplog) == [
+        f"preview: {preview_server.MAX_CLIENTS_PER_HOST} clients from 127.0.0.2 connected already: 503 to 127.0.0.2"
+        " (more refusals within a minute are not logged)"
+    ]
 
 
 def process_threads(pid: int) -> int:
@@ -432,14 +467,14 @@ def test_a_flood_of_clients_takes_neither_the_service_threads_nor_its_log(broker
     run.wait_for_log("ready in")
     before = process_threads(run.process.pid)
 
-    def half_request() -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def half_request(n: int) -> socket.socket:
+        sock = connect_from(n, port)
         sock.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n")  # the headers never end
         return sock
 
-    held = [half_request() for _ in range(preview_server.MAX_CLIENTS)]
+    held = [half_request(n) for n in range(preview_server.MAX_CLIENTS)]
     wait_until(lambda: process_threads(run.process.pid) >= before + len(held), 5, "a thread for each client")
-    flood = [half_request() for _ in range(30)]
+    flood = [half_request(n) for n in range(30)]
     for sock in flood:  # answered at once, not held
         assert sock.recv(4096).startswith(b"HTTP/1.0 503 "), "a client beyond the cap was not refused"
         sock.close()

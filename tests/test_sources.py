@@ -67,12 +67,16 @@ def test_video_file_yields_every_frame_with_file_time_then_ends():
     assert frames[0].gray is None
 
 
-def test_looped_video_keeps_counting_so_time_never_runs_backwards():
+@pytest.mark.parametrize("rate", ["from the container", "unknown"])
+def test_looped_video_keeps_counting_so_time_never_runs_backwards(rate):
     source = open_source(str(DEMO_CLIP), loop=True)
-    frames = [source.read() for _ in range(CLIP_FRAMES + 10)]
+    if rate == "unknown":  # as a container that names no rate: the decoder's clock instead
+        source.fps = 0.0
+    frames = [source.read() for _ in range(2 * CLIP_FRAMES + 10)]
     source.close()
-    assert [f.index for f in frames] == list(range(CLIP_FRAMES + 10))
-    assert all(b.ts > a.ts for a, b in zip(frames, frames[1:]))
+    assert [f.index for f in frames] == list(range(2 * CLIP_FRAMES + 10))
+    steps = np.diff([f.ts for f in frames])
+    assert steps == pytest.approx(np.full(len(steps), 1 / CLIP_FPS), abs=1e-3)  # across each restart too
     assert np.array_equal(frames[CLIP_FRAMES].image, frames[0].image)
 
 
@@ -125,6 +129,17 @@ def test_folder_reads_images_in_name_order_and_skips_an_unreadable_one(tmp_path,
     assert [f.ts for f in frames] == [0.0, 0.2]
     assert source.skipped == 1
     assert "b.png" in caplog.text
+
+
+def test_a_truncated_photo_is_read_and_said_once_by_name_not_by_libjpeg_on_stderr(tmp_path, caplog, capfd):
+    data = (MEDIA / "one_face.jpg").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # as a copy interrupted by a full card or a pulled plug
+    with caplog.at_level(logging.WARNING, logger="edge.sources.images"):
+        frames = read_all(open_source(str(cut)))
+    assert len(frames) == 1 and frames[0].image.shape == (480, 640, 3)
+    assert [r.getMessage() for r in caplog.records] == [f"{cut}: Premature end of JPEG file"]
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.noise import stderr_to_log
 from edge.sources.images import IMAGE_SUFFIXES
 from edge.vision.emotions import EMOTIONS, FACE_SIZE, face_to_input
 from edge.vision.reframe import default_reframer
@@ -161,7 +162,8 @@ def _read_class_folders(folder: Path) -> Split:
         for file in sorted(class_dir.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+            with stderr_to_log(log, logging.WARNING, prefix=f"{file}: "):  # libjpeg on a truncated photo
+                image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
             if image is None or image.size == 0:
                 skipped.append(str(file))
                 continue

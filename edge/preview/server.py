@@ -10,7 +10,8 @@ loopback bind a request must name the host as ``localhost`` or a loopback addres
 
 On a LAN bind anyone on the network can connect, and the threads and file descriptors a client holds
 are the ones the MQTT connection and the camera need too. So at most ``MAX_CLIENTS`` connections are
-served at once (more are answered 503 without a thread), a request must arrive in full within
+served at once, at most ``MAX_CLIENTS_PER_HOST`` of them from one address, so that one device
+cannot take every slot (more are answered 503 without a thread), a request must arrive in full within
 ``REQUEST_TIMEOUT`` of connecting, and a frame that cannot be sent within ``SEND_TIMEOUT`` ends the
 connection: a viewer that stops reading would otherwise keep its stream, and the encoder, running
 for nobody. A client hanging up is ordinary and logged at debug level only.
@@ -28,7 +29,7 @@ import socket
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,7 @@ JPEG_QUALITY = 80
 LAST_EVENTS = 20
 BOUNDARY = "frame"
 MAX_CLIENTS = 8  # a browser with the page open holds one connection (the stream) and briefly a second
+MAX_CLIENTS_PER_HOST = MAX_CLIENTS // 2  # two tabs of one browser; another device still gets in
 BACKLOG = 2 * MAX_CLIENTS  # connections the kernel queues while the accept loop is busy for a moment
 REQUEST_TIMEOUT = 10.0  # seconds from connecting to the end of the headers
 SEND_TIMEOUT = 5.0  # seconds a send may wait for a client that does not read
@@ -141,44 +143,50 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._lock = threading.Lock()
-        self._clients = 0  # connections being served, each by a thread of its own
+        self._clients: Counter[str] = Counter()  # connections being served per address, each by a thread of its own
         self._warned = -BUSY_WARNING_INTERVAL  # when "too many clients" was last logged
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the connection while fewer than MAX_CLIENTS are served; otherwise 503 at once."""
+        """A thread for the connection while fewer than MAX_CLIENTS are served, and fewer than
+        MAX_CLIENTS_PER_HOST for its address; otherwise 503 at once."""
+        host = client_address[0]
         with self._lock:
-            admitted = self._clients < MAX_CLIENTS
+            full = sum(self._clients.values()) >= MAX_CLIENTS
+            admitted = not full and self._clients[host] < MAX_CLIENTS_PER_HOST
             if admitted:
-                self._clients += 1
+                self._clients[host] += 1
         if not admitted:
-            self._refuse(request, client_address)
+            busy = f"{MAX_CLIENTS} clients" if full else f"{MAX_CLIENTS_PER_HOST} clients from {host}"
+            self._refuse(request, host, busy)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._release()  # no thread started, so none will release the slot
+            self._release(host)  # no thread started, so none will release the slot
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release()
+            self._release(client_address[0])
 
-    def _release(self) -> None:
+    def _release(self, host: str) -> None:
         with self._lock:
-            self._clients -= 1
+            self._clients[host] -= 1
+            if not self._clients[host]:
+                del self._clients[host]
 
-    def _refuse(self, request: socket.socket, client_address: Any) -> None:
+    def _refuse(self, request: socket.socket, host: str, busy: str) -> None:
         """Answer 503 in the accept loop itself, where a non-blocking send into an empty socket buffer
         cannot stall it. What has arrived of the request is read first: closing a socket with unread
         bytes sends a reset, which can destroy the answer before the client reads it."""
         now = time.monotonic()
         if now - self._warned >= BUSY_WARNING_INTERVAL:
             self._warned = now
-            log.warning("preview: %d clients connected already: 503 to %s (more refusals within a minute"
-                        " are not logged)", MAX_CLIENTS, client_address[0])  # fmt: skip
+            log.warning("preview: %s connected already: 503 to %s (more refusals within a minute are not"
+                        " logged)", busy, host)  # fmt: skip
         request.setblocking(False)
         with contextlib.suppress(OSError):  # nothing has arrived yet, or the client has reset already
             request.recv(65536)

@@ -190,13 +190,15 @@ def write_html(report: Report, out: Path) -> None:
     esc = html.escape
     picture = base64.b64encode(_png(report, with_table=False)).decode()
     head = "".join(f"<th>{esc(h)}</th>" for h in ["", "visits", "face-seconds", "predominant", *labels])
-    rows = "".join(
+    rows = [
         f'<tr data-name="{esc(r["name"])}"><th>{esc(r["name"])}</th><td>{r["visits"]}</td>'
         f"<td>{r['face_seconds']:.1f}</td><td>{esc(r['predominant'])}</td>"
         + "".join(f'<td data-share="{r["share"][label]}">{r["share"][label]:.1%}</td>' for label in labels)
         + "</tr>"
         for r in data["table"]
-    )
+    ]
+    # The last row is the totals (timeline.table): a footer by position, as a device may be named "overall" too.
+    body, foot = "".join(rows[:-1]), "".join(rows[-1:])
     visits = "".join(
         f"<tr><td>{esc(v['group'])}</td><td>{v['track']}</td><td>{_clock(report, v['t0'])}</td>"
         f"<td>{v['t1'] - v['t0']:.1f}</td><td>{esc(v['predominant'])}</td></tr>"
@@ -214,7 +216,7 @@ def write_html(report: Report, out: Path) -> None:
 body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }}
 table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }}
-tr[data-name="overall"] {{ font-weight: bold; background: #f4f4f4; }}
+tfoot {{ font-weight: bold; background: #f4f4f4; }}
 img {{ max-width: 100%; }}
 details {{ margin: 1rem 0; }}
 </style></head><body>
@@ -222,7 +224,7 @@ details {{ margin: 1rem 0; }}
 <p>{total} visits; shares are of face-time (two faces for a minute weigh as one face for two).</p>
 <img alt="each emotion's share over time, and each visit's predominant emotion" src="data:image/png;base64,{picture}">
 <h2>By {esc(report.group_by if report.wall else "face")}</h2>
-<table id="numbers"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
+<table id="numbers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody><tfoot>{foot}</tfoot></table>
 {left_out}<details><summary>{listed}</summary>
 <table id="visits"><thead><tr><th>device</th><th>track</th><th>from</th><th>seconds</th><th>predominant</th></tr>
 </thead><tbody>{visits}</tbody></table></details>

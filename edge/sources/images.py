@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.noise import stderr_to_log
 from edge.sources.base import Frame, SourceError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ def read_image(path: Path) -> np.ndarray:
     """A BGR image from ``path`` (gray files are expanded to three channels), or SourceError naming it."""
     if not path.is_file():
         raise SourceError(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    # A truncated JPEG still decodes (its missing end gray); libjpeg says so on fd 2, here after the name.
+    with stderr_to_log(log, logging.WARNING, prefix=f"{path}: "):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt or unsupported format)")
     return image

@@ -94,18 +94,27 @@ class VideoFileSource(_OpenCVSource):
         self._count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # 0 when the container does not say
         self._position = 0  # frames of this pass consumed, read or skipped
         self.skipped = 0
+        self._pass_start = 0.0  # without a rate: where this pass's clock starts, after the passes before it
+        self._last_ts = 0.0
 
     def read(self) -> Frame | None:
         image = self._next_image()
         if image is None and self._loop and self._index > 0:
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._position = 0
+            # The next pass starts one mean frame interval after this one's last frame.
+            self._pass_start = self._last_ts + self._last_ts / max(1, self._index - 1)
             image = self._next_image()
         if image is None:
             return None
         # Position from the frame count, not CAP_PROP_POS_MSEC: it keeps growing across loops, so a
-        # tracker never sees time run backwards, and it is exact for constant-rate files.
-        ts = self._index / self.fps if self.fps > 0 else self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        # tracker never sees time run backwards, and it is exact for constant-rate files. Without a rate
+        # the decoder's clock, which starts again at each pass.
+        if self.fps > 0:
+            ts = self._index / self.fps
+        else:
+            ts = self._pass_start + self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        self._last_ts = ts
         frame = Frame(image, None, self._index, ts)
         self._index += 1
         return frame

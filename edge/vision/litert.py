@@ -11,10 +11,12 @@ import importlib
 import os
 from typing import Any
 
-BACKENDS: dict[str, str] = {
-    "ai_edge_litert": "ai_edge_litert.interpreter",
-    "tflite_runtime": "tflite_runtime.interpreter",
-    "tensorflow": "tensorflow.lite",
+# Where each backend's Interpreter class lives. TensorFlow's is reached through the public ``tf.lite``
+# namespace: the ``tensorflow.lite`` package itself no longer holds it (TensorFlow 2.21).
+BACKENDS: dict[str, tuple[str, str]] = {
+    "ai_edge_litert": ("ai_edge_litert.interpreter", "Interpreter"),
+    "tflite_runtime": ("tflite_runtime.interpreter", "Interpreter"),
+    "tensorflow": ("tensorflow", "lite.Interpreter"),
 }
 
 
@@ -29,12 +31,15 @@ def interpreter_class(backend: str = "auto") -> tuple[Any, str]:
     names = list(BACKENDS) if backend == "auto" else [backend]
     failures = []
     for name in names:
+        module_name, attribute = BACKENDS[name]
         try:
-            module = importlib.import_module(BACKENDS[name])
-        except ImportError as exc:
+            found: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
             failures.append(f"{name}: {exc}")
             continue
-        return module.Interpreter, name
+        return found, name
     raise BackendError(
         "no TFLite interpreter could be imported (" + "; ".join(failures) + "); "
         "install one with: pip install ai-edge-litert"
