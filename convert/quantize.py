@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,11 @@ def quantize(model, faces: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    with held_output():  # its export prints a line per variable; the progress lines around it are convert's
+    # Its export prints a line per variable; the progress lines around it are convert's. It also warns that
+    # "statistics for quantized inputs were expected": those are the old converter's, and the input's scale
+    # and zero point come from the representative faces here.
+    with held_output(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs", category=UserWarning)
         return converter.convert()
 
 

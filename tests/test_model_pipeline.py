@@ -325,6 +325,7 @@ def test_an_init_model_that_does_not_fit_is_one_line_and_non_zero(run_dir, tmp_p
     assert not (tmp_path / "r" / "config.json").exists()  # else the same command would resume with the bad flags
 
 
+@pytest.mark.filterwarnings("error:Statistics for quantized inputs")  # the converter's, not the user's, concern
 def test_convert_writes_a_verified_int8_model_and_card(run_dir, tmp_path):
     out = tmp_path / "models" / "emotion_int8.tflite"
     # the 3-epoch toy model is near chance, so int8 may differ from float by more than the real gate
