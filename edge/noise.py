@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 
 def quiet_opencv() -> None:
@@ -25,6 +26,15 @@ def quiet_opencv() -> None:
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read at the first FFmpeg capture
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def _scratch_file() -> BinaryIO:
+    """A file in memory where Linux allows one (it runs around every photo read: no disk, no SD card wear),
+    else a temporary file."""
+    try:
+        return os.fdopen(os.memfd_create("stderr", os.MFD_CLOEXEC), "w+b")
+    except (AttributeError, OSError):  # not Linux, or a seccomp filter that refuses it with EPERM
+        return tempfile.TemporaryFile(mode="w+b")
 
 
 @contextlib.contextmanager
@@ -37,7 +47,7 @@ def stderr_to_log(logger: logging.Logger, level: int = logging.DEBUG, prefix: st
     except OSError:  # no stderr at all (a daemon with fd 2 closed): nothing to route
         yield
         return
-    with tempfile.TemporaryFile(mode="w+b") as captured:
+    with _scratch_file() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield
