@@ -404,6 +404,16 @@ def test_a_viewer_that_stops_reading_is_dropped_and_the_encoding_stops(
     assert preview_warnings(caplog) == [] and "Traceback" not in caplog.text
 
 
+def connect_from(n: int, port: int) -> socket.socket:
+    """The n-th client, from loopback addresses 127.0.0.2 and on (all of 127/8 is this host), as many from
+    each as the server lets one address hold: as though from that many devices on a LAN."""
+    sock = socket.socket()
+    sock.settimeout(5)
+    sock.bind((f"127.0.0.{2 + n // preview_server.MAX_CLIENTS_PER_HOST}", 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
 def test_viewers_who_leave_while_no_frames_come_free_their_slots(caplog: pytest.LogCaptureFixture) -> None:
     # Paused or without a camera no frame is written, so no failed write can tell that a viewer has gone.
     live = LiveView("testpi")
@@ -420,16 +430,6 @@ def test_viewers_who_leave_while_no_frames_come_free_their_slots(caplog: pytest.
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/status.json", timeout=5) as response:
             assert response.status == 200
     assert preview_warnings(caplog) == [] and "Traceback" not in caplog.text
-
-
-def connect_from(n: int, port: int) -> socket.socket:
-    """The n-th client, from loopback addresses 127.0.0.2 and on (all of 127/8 is this host), as many from
-    each as the server lets one address hold: as though from that many devices on a LAN."""
-    sock = socket.socket()
-    sock.settimeout(5)
-    sock.bind((f"127.0.0.{2 + n // preview_server.MAX_CLIENTS_PER_HOST}", 0))
-    sock.connect(("127.0.0.1", port))
-    return sock
 
 
 def test_one_device_cannot_take_every_slot(caplog: pytest.LogCaptureFixture) -> None:
